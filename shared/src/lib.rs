@@ -1,0 +1,26 @@
+//! `jepa-shared`: what every jepa-stream stage agrees on.
+//!
+//! It owns the shard format (one Parquet row per image, raw HWC pixels), the dataset
+//! manifest, the writer that produces shards atomically, and the streaming reader the
+//! loader and the probe read them with. It knows nothing of image sources (that is
+//! `jepa-ingest`) nor of models and training (that is `jepa-trainer`).
+//!
+//! Modules, in data-flow order:
+//! - [`shard`]: the schema, [`ImageRecord`], codecs and the single-file writer;
+//! - [`dataset_writer`]: splits → bounded shard files in a staging folder → commit;
+//! - [`manifest`]: `manifest.json`, written last and atomically;
+//! - [`reader`]: [`Dataset`] and [`ShardReader`], one row group at a time;
+//! - [`checksum`]: streaming SHA-256 used by the writer, the reader and the sources.
+
+pub mod checksum;
+pub mod dataset_writer;
+pub mod error;
+pub mod manifest;
+pub mod reader;
+pub mod shard;
+
+pub use dataset_writer::{DatasetWriter, SplitWriter};
+pub use error::{Result, ShardError};
+pub use manifest::{Manifest, SourceInfo, SplitManifest};
+pub use reader::{Dataset, ImageBatch, ImageView, ShardReader};
+pub use shard::{ImageRecord, SCHEMA_VERSION, ShardCodec, ShardFile, ShardLayout};
