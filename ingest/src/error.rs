@@ -27,7 +27,7 @@ impl IngestError {
         move |source| IngestError::Io { path, source }
     }
 
-    pub(crate) fn bad(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
+    pub fn bad(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
         IngestError::BadSource {
             path: path.into(),
             problem: problem.into(),
