@@ -115,7 +115,7 @@ impl Source for FashionMnist {
 }
 
 /// Opens an IDX file, decompressing on the fly when its name ends in `.gz`.
-fn open_idx(path: &Path) -> Result<Box<dyn Read>> {
+fn open_idx(path: &Path) -> Result<Box<dyn Read + Send>> {
     let file = File::open(path).map_err(IngestError::io(path))?;
     let buffered = BufReader::with_capacity(1 << 20, file);
     if path.extension().is_some_and(|ext| ext == "gz") {
@@ -181,7 +181,7 @@ fn check_end(reader: &mut dyn Read) -> std::result::Result<(), String> {
 /// Streams the images of an IDX image file one at a time.
 pub struct IdxImages {
     path: PathBuf,
-    reader: Box<dyn Read>,
+    reader: Box<dyn Read + Send>,
     pub count: usize,
     rows: u16,
     cols: u16,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use jepa_ingest::download::{DownloadOptions, STL10_MD5, STL10_URL, fetch_stl10};
 use jepa_ingest::fashion_mnist::{DEFAULT_DIR, FashionMnist};
 use jepa_ingest::folder::{FolderOptions, ImageFolder};
@@ -21,9 +21,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// STL-10 binaries (train, test, unlabeled; labels 0..9; official folds kept)
+    #[command(group(ArgGroup::new("source").required(true).args(["from", "download"])))]
     Stl10 {
         /// Folder holding stl10_binary/ (or its contents)
-        #[arg(long, conflicts_with = "download", required_unless_present = "download")]
+        #[arg(long)]
         from: Option<PathBuf>,
         /// Download and extract the official archive into <out>/raw/ first
         #[arg(long)]

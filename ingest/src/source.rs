@@ -9,6 +9,9 @@ use jepa_shared::{DatasetWriter, ImageRecord, Manifest, ShardLayout, SourceInfo}
 use crate::error::Result;
 use crate::progress::Progress;
 
+/// Images decoded ahead of the writer; bounds the memory between the two threads.
+const READ_AHEAD_IMAGES: usize = 256;
+
 /// One item a split's iterator yields: an image, or a source item that was skipped after
 /// a warning (only image folders skip, and only without `--strict`).
 pub enum SourceItem {
@@ -21,7 +24,7 @@ pub struct SplitInput<'a> {
     pub name: String,
     /// Items the iterator will yield (for the progress bar and the final count check).
     pub count: u64,
-    pub items: Box<dyn Iterator<Item = Result<SourceItem>> + 'a>,
+    pub items: Box<dyn Iterator<Item = Result<SourceItem>> + Send + 'a>,
     pub folds: Option<Vec<Vec<u64>>>,
 }
 
@@ -91,17 +94,33 @@ pub fn ingest(source: &dyn Source, options: &IngestOptions, progress: &Progress)
         let mut split_writer = writer.split(&split.name)?;
         let mut seen = 0u64;
         let mut skipped = 0u64;
-        for item in split.items {
-            match item? {
-                SourceItem::Image(record) => {
-                    pixel_bytes += record.pixels.len() as u64;
-                    split_writer.push(&record)?;
+        // Reading and decoding the source runs on its own thread while this one encodes,
+        // compresses and checksums Parquet: the two halves take similar time.
+        std::thread::scope(|scope| -> Result<()> {
+            let (sender, receiver) = std::sync::mpsc::sync_channel(READ_AHEAD_IMAGES);
+            let items = split.items;
+            scope.spawn(move || {
+                for item in items {
+                    let failed = item.is_err();
+                    // A closed channel means the writer stopped on an error: stop too.
+                    if sender.send(item).is_err() || failed {
+                        break;
+                    }
                 }
-                SourceItem::Skipped => skipped += 1,
+            });
+            for item in receiver {
+                match item? {
+                    SourceItem::Image(record) => {
+                        pixel_bytes += record.pixels.len() as u64;
+                        split_writer.push(&record)?;
+                    }
+                    SourceItem::Skipped => skipped += 1,
+                }
+                seen += 1;
+                bar.inc(1);
             }
-            seen += 1;
-            bar.inc(1);
-        }
+            Ok(())
+        })?;
         bar.finish_and_clear();
         if seen != split.count {
             return Err(crate::error::IngestError::bad(
