@@ -12,13 +12,14 @@ SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 INGEST_RELEASE = $(CARGO) run --release --quiet -p jepa-ingest --bin ingest --
 INGEST_DEV = $(CARGO) run --quiet -p jepa-ingest --bin ingest --
 
-.PHONY: help setup ingest ingest-fashion test test-rust test-python bench bench-ingest clean
+.PHONY: help setup ingest ingest-fashion test test-rust test-python lint bench bench-ingest clean
 
 help:
 	@echo "make setup           Debian's Fashion-MNIST package and a Python venv with polars + pyarrow"
 	@echo "make ingest-fashion  Fashion-MNIST IDX -> $(DATASETS)/fashion-mnist (Parquet shards + manifest)"
 	@echo "make ingest          STL-10 -> $(DATASETS)/stl10 (downloads unless STL10_DIR=... is given)"
 	@echo "make test            all Rust tests, then the Python polars/pyarrow check of real shards"
+	@echo "make lint            rustfmt and clippy"
 	@echo "make bench-ingest    ingest throughput against a plain copy on the same disk"
 
 setup:
@@ -48,6 +49,10 @@ test-python:
 	rm -rf target/interop
 	$(INGEST_DEV) fashion-mnist --from $(FASHION_MNIST_DIR) --out target/interop/fashion-mnist --quiet
 	$(PYTHON) scripts/check_shards.py target/interop/fashion-mnist
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 bench: bench-ingest
 

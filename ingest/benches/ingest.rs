@@ -43,11 +43,7 @@ fn sync_disk() {
 }
 
 fn bench_ingest(label: &str, source: &dyn Source, out: &Path) -> u64 {
-    let options = IngestOptions {
-        out: out.to_path_buf(),
-        layout: ShardLayout::default(),
-        force: true,
-    };
+    let options = IngestOptions { out: out.to_path_buf(), layout: ShardLayout::default(), force: true };
     let report = ingest(source, &options, &Progress::hidden()).expect("ingest");
     row(label, report.pixel_bytes, report.elapsed.as_secs_f64());
     report.pixel_bytes

@@ -30,16 +30,18 @@ pub struct DownloadOptions {
 
 impl Default for DownloadOptions {
     fn default() -> Self {
-        Self {
-            retries: 5,
-            backoff: Duration::from_secs(2),
-            read_timeout: Duration::from_secs(60),
-        }
+        Self { retries: 5, backoff: Duration::from_secs(2), read_timeout: Duration::from_secs(60) }
     }
 }
 
 /// Downloads `url` to `dest` unless `dest` already has the expected MD5.
-pub fn download(url: &str, dest: &Path, expected_md5: &str, options: &DownloadOptions, progress: &Progress) -> Result<()> {
+pub fn download(
+    url: &str,
+    dest: &Path,
+    expected_md5: &str,
+    options: &DownloadOptions,
+    progress: &Progress,
+) -> Result<()> {
     let expected_md5 = expected_md5.to_ascii_lowercase();
     if dest.is_file() {
         if md5_file(dest, progress)? == expected_md5 {
@@ -108,12 +110,7 @@ enum Attempt {
 
 /// One request: resumes from the `.part` file's length; `Ok` once the body is complete.
 fn fetch_once(agent: &ureq::Agent, url: &str, part: &Path, progress: &Progress) -> std::result::Result<(), Attempt> {
-    let final_error = |problem: String| {
-        Attempt::Final(IngestError::Download {
-            url: url.into(),
-            problem,
-        })
-    };
+    let final_error = |problem: String| Attempt::Final(IngestError::Download { url: url.into(), problem });
     let have = std::fs::metadata(part).map(|meta| meta.len()).unwrap_or(0);
     let mut request = agent.get(url);
     if have > 0 {
@@ -121,13 +118,7 @@ fn fetch_once(agent: &ureq::Agent, url: &str, part: &Path, progress: &Progress) 
     }
     let response = request.call().map_err(|error| Attempt::Retry(error.to_string()))?;
     let status = response.status().as_u16();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_string)
-    };
+    let header = |name: &str| response.headers().get(name).and_then(|value| value.to_str().ok()).map(str::to_string);
     let (start, total) = match status {
         206 => match header("content-range").as_deref().and_then(parse_content_range) {
             Some((start, total)) if start == have => (start, total),
@@ -241,7 +232,13 @@ pub fn extract_tar_gz(archive: &Path, into: &Path, progress: &Progress) -> Resul
 }
 
 /// Makes `<raw_dir>/stl10_binary/` exist: downloads and extracts the archive if needed.
-pub fn fetch_stl10(raw_dir: &Path, url: &str, expected_md5: &str, options: &DownloadOptions, progress: &Progress) -> Result<PathBuf> {
+pub fn fetch_stl10(
+    raw_dir: &Path,
+    url: &str,
+    expected_md5: &str,
+    options: &DownloadOptions,
+    progress: &Progress,
+) -> Result<PathBuf> {
     let binary_dir = raw_dir.join("stl10_binary");
     // Extraction renames the folder into place only when complete, so its presence
     // with the training file means a finished earlier run.

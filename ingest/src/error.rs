@@ -28,10 +28,7 @@ impl IngestError {
     }
 
     pub fn bad(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
-        IngestError::BadSource {
-            path: path.into(),
-            problem: problem.into(),
-        }
+        IngestError::BadSource { path: path.into(), problem: problem.into() }
     }
 }
 

@@ -17,9 +17,8 @@ pub const DEFAULT_DIR: &str = "/usr/share/datasets/fashion-mnist";
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
 
-pub const CLASS_NAMES: [&str; 10] = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-];
+pub const CLASS_NAMES: [&str; 10] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
 /// (split, file stem of the images, file stem of the labels).
 const SPLITS: [(&str, &str, &str); 2] = [
@@ -51,10 +50,7 @@ impl FashionMnist {
             .iter()
             .map(|&(split, images, labels)| Ok((split, find(images)?, find(labels)?)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            files,
-            dir: dir.to_path_buf(),
-        })
+        Ok(Self { files, dir: dir.to_path_buf() })
     }
 }
 
@@ -64,11 +60,8 @@ impl Source for FashionMnist {
     }
 
     fn fingerprint(&self, progress: &Progress) -> Result<SourceInfo> {
-        let files: Vec<PathBuf> = self
-            .files
-            .iter()
-            .flat_map(|(_, images, labels)| [images.clone(), labels.clone()])
-            .collect();
+        let files: Vec<PathBuf> =
+            self.files.iter().flat_map(|(_, images, labels)| [images.clone(), labels.clone()]).collect();
         Ok(SourceInfo {
             kind: "fashion-mnist".into(),
             location: self.dir.display().to_string(),
@@ -150,9 +143,9 @@ pub fn read_labels(path: &Path) -> Result<Vec<i16>> {
     check_magic(&mut *reader, path, LABELS_MAGIC, "label")?;
     let count = read_u32(&mut *reader, path, "item count")? as usize;
     let mut bytes = vec![0u8; count];
-    reader.read_exact(&mut bytes).map_err(|error| {
-        IngestError::bad(path, format!("truncated: the header promises {count} labels ({error})"))
-    })?;
+    reader
+        .read_exact(&mut bytes)
+        .map_err(|error| IngestError::bad(path, format!("truncated: the header promises {count} labels ({error})")))?;
     check_end(&mut *reader).map_err(|problem| IngestError::bad(path, problem))?;
     bytes
         .iter()
@@ -198,14 +191,7 @@ impl IdxImages {
         if rows == 0 || cols == 0 || rows > u16::MAX as u32 || cols > u16::MAX as u32 {
             return Err(IngestError::bad(path, format!("image size {rows}×{cols} is not usable")));
         }
-        Ok(Self {
-            path: path.to_path_buf(),
-            reader,
-            count,
-            rows: rows as u16,
-            cols: cols as u16,
-            next: 0,
-        })
+        Ok(Self { path: path.to_path_buf(), reader, count, rows: rows as u16, cols: cols as u16, next: 0 })
     }
 }
 

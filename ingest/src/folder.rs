@@ -30,11 +30,7 @@ pub struct FolderOptions {
 
 impl Default for FolderOptions {
     fn default() -> Self {
-        Self {
-            size_px: None,
-            channels: 3,
-            strict: false,
-        }
+        Self { size_px: None, channels: 3, strict: false }
     }
 }
 
@@ -97,14 +93,7 @@ impl ImageFolder {
             .ok()
             .and_then(|path| path.file_name().map(|name| name.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "image-folder".into());
-        Ok(Self {
-            root: root.to_path_buf(),
-            name,
-            options,
-            class_names,
-            splits,
-            progress,
-        })
+        Ok(Self { root: root.to_path_buf(), name, options, class_names, splits, progress })
     }
 }
 
@@ -114,13 +103,11 @@ impl Source for ImageFolder {
     }
 
     fn fingerprint(&self, progress: &Progress) -> Result<SourceInfo> {
-        let files: Vec<PathBuf> = self.splits.iter().flat_map(|(_, images)| images.iter().map(|(_, path)| path.clone())).collect();
+        let files: Vec<PathBuf> =
+            self.splits.iter().flat_map(|(_, images)| images.iter().map(|(_, path)| path.clone())).collect();
         let mut options = std::collections::BTreeMap::new();
         options.insert("channels".into(), self.options.channels.to_string());
-        options.insert(
-            "size_px".into(),
-            self.options.size_px.map_or("original".into(), |size| size.to_string()),
-        );
+        options.insert("size_px".into(), self.options.size_px.map_or("original".into(), |size| size.to_string()));
         options.insert("strict".into(), self.options.strict.to_string());
         Ok(SourceInfo {
             kind: "image-folder".into(),
@@ -192,7 +179,8 @@ fn decode(path: &Path, options: FolderOptions, resizer: &mut Resizer) -> Result<
         }
         return Ok((height as u16, width as u16, pixels));
     };
-    let source = Image::from_vec_u8(width, height, pixels, pixel_type).map_err(|error| unreadable(error.to_string()))?;
+    let source =
+        Image::from_vec_u8(width, height, pixels, pixel_type).map_err(|error| unreadable(error.to_string()))?;
     let mut target = Image::new(size as u32, size as u32, pixel_type);
     // Crop the source to the target's (square) aspect around its centre, then resize:
     // the shorter side becomes `size` and nothing is stretched.

@@ -110,13 +110,7 @@ impl CommonArgs {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Stl10 {
-            from,
-            download,
-            url,
-            md5,
-            common,
-        } => {
+        Command::Stl10 { from, download, url, md5, common } => {
             let dir = match from {
                 Some(dir) => dir,
                 None => {
@@ -129,18 +123,8 @@ fn main() -> anyhow::Result<()> {
             run(&Stl10::open(&dir)?, &common)
         }
         Command::FashionMnist { from, common } => run(&FashionMnist::open(&from)?, &common),
-        Command::Folder {
-            from,
-            size,
-            channels,
-            strict,
-            common,
-        } => {
-            let options = FolderOptions {
-                size_px: size,
-                channels,
-                strict,
-            };
+        Command::Folder { from, size, channels, strict, common } => {
+            let options = FolderOptions { size_px: size, channels, strict };
             run(&ImageFolder::open(&from, options, common.progress())?, &common)
         }
         Command::Verify { dataset } => {

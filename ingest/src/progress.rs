@@ -19,20 +19,12 @@ impl Progress {
 
     /// A bar counting items.
     pub fn bar(&self, total: u64, label: &str) -> ProgressBar {
-        self.styled(
-            total,
-            label,
-            "{prefix:>24} [{bar:40}] {human_pos}/{human_len} {per_sec} eta {eta}",
-        )
+        self.styled(total, label, "{prefix:>24} [{bar:40}] {human_pos}/{human_len} {per_sec} eta {eta}")
     }
 
     /// A bar counting bytes (downloads, checksums).
     pub fn bytes(&self, total: u64, label: &str) -> ProgressBar {
-        self.styled(
-            total,
-            label,
-            "{prefix:>24} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
+        self.styled(total, label, "{prefix:>24} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
     }
 
     fn styled(&self, total: u64, label: &str, template: &str) -> ProgressBar {
@@ -40,11 +32,7 @@ impl Progress {
             return ProgressBar::hidden();
         }
         let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template(template)
-                .expect("templates above are valid")
-                .progress_chars("=> "),
-        );
+        bar.set_style(ProgressStyle::with_template(template).expect("templates above are valid").progress_chars("=> "));
         bar.set_prefix(label.to_string());
         bar
     }

@@ -78,12 +78,7 @@ pub fn ingest(source: &dyn Source, options: &IngestOptions, progress: &Progress)
         && existing.layout == options.layout
         && existing.files_present(&options.out)
     {
-        return Ok(IngestReport {
-            manifest: existing,
-            written: false,
-            pixel_bytes: 0,
-            elapsed: started.elapsed(),
-        });
+        return Ok(IngestReport { manifest: existing, written: false, pixel_bytes: 0, elapsed: started.elapsed() });
     }
 
     let splits = source.splits()?;
@@ -125,21 +120,13 @@ pub fn ingest(source: &dyn Source, options: &IngestOptions, progress: &Progress)
         if seen != split.count {
             return Err(crate::error::IngestError::bad(
                 &options.out,
-                format!(
-                    "split `{}`: the source promised {} items but yielded {seen}",
-                    split.name, split.count
-                ),
+                format!("split `{}`: the source promised {} items but yielded {seen}", split.name, split.count),
             ));
         }
         split_writer.finish(split.folds, skipped)?;
     }
     let manifest = writer.commit(source.dataset_name(), info, source.class_names())?;
-    Ok(IngestReport {
-        manifest,
-        written: true,
-        pixel_bytes,
-        elapsed: started.elapsed(),
-    })
+    Ok(IngestReport { manifest, written: true, pixel_bytes, elapsed: started.elapsed() })
 }
 
 /// SHA-256 over `(file name, length, bytes)` of each file in order: the checksum a

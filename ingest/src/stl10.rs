@@ -18,9 +18,8 @@ pub const IMAGE_BYTES: usize = SIDE_PX * SIDE_PX * CHANNELS;
 pub const NUM_CLASSES: usize = 10;
 
 /// Used when the folder lacks `class_names.txt`; the official archive's order.
-pub const OFFICIAL_CLASS_NAMES: [&str; NUM_CLASSES] = [
-    "airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck",
-];
+pub const OFFICIAL_CLASS_NAMES: [&str; NUM_CLASSES] =
+    ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"];
 
 /// (split, images file, labels file). `unlabeled` is optional: some copies omit its 2.7 GB.
 const SPLITS: [(&str, &str, Option<&str>); 3] = [
@@ -97,11 +96,7 @@ impl Source for Stl10 {
                 Some(labels_file) => Some(read_labels(&self.dir.join(labels_file), count, &images_path)?),
                 None => None,
             };
-            let folds = if name == "train" {
-                read_folds(&self.dir.join("fold_indices.txt"), count)?
-            } else {
-                None
-            };
+            let folds = if name == "train" { read_folds(&self.dir.join("fold_indices.txt"), count)? } else { None };
             let reader = File::open(&images_path).map_err(IngestError::io(&images_path))?;
             splits.push(SplitInput {
                 name: name.to_string(),
@@ -179,9 +174,7 @@ fn image_count(path: &Path) -> Result<usize> {
     if bytes == 0 || bytes % IMAGE_BYTES as u64 != 0 {
         return Err(IngestError::bad(
             path,
-            format!(
-                "size {bytes} bytes is not a whole number of 96×96×3 images ({IMAGE_BYTES} bytes each)"
-            ),
+            format!("size {bytes} bytes is not a whole number of 96×96×3 images ({IMAGE_BYTES} bytes each)"),
         ));
     }
     Ok((bytes / IMAGE_BYTES as u64) as usize)
@@ -193,11 +186,7 @@ fn read_labels(path: &Path, expected: usize, images_path: &Path) -> Result<Vec<i
     if bytes.len() != expected {
         return Err(IngestError::bad(
             path,
-            format!(
-                "has {} labels but {} holds {expected} images",
-                bytes.len(),
-                images_path.display()
-            ),
+            format!("has {} labels but {} holds {expected} images", bytes.len(), images_path.display()),
         ));
     }
     bytes
@@ -207,10 +196,7 @@ fn read_labels(path: &Path, expected: usize, images_path: &Path) -> Result<Vec<i
             if (1..=NUM_CLASSES as u8).contains(&label) {
                 Ok(label as i16 - 1)
             } else {
-                Err(IngestError::bad(
-                    path,
-                    format!("label {index} is {label}, expected 1..={NUM_CLASSES}"),
-                ))
+                Err(IngestError::bad(path, format!("label {index} is {label}, expected 1..={NUM_CLASSES}")))
             }
         })
         .collect()
@@ -223,10 +209,7 @@ fn read_class_names(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(IngestError::io(path))?;
     let names: Vec<String> = text.lines().map(str::trim).filter(|line| !line.is_empty()).map(String::from).collect();
     if names.len() != NUM_CLASSES {
-        return Err(IngestError::bad(
-            path,
-            format!("lists {} class names, expected {NUM_CLASSES}", names.len()),
-        ));
+        return Err(IngestError::bad(path, format!("lists {} class names, expected {NUM_CLASSES}", names.len())));
     }
     Ok(names)
 }

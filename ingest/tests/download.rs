@@ -12,11 +12,7 @@ use jepa_ingest::{IngestOptions, Progress, ingest};
 use jepa_shared::{Dataset, ShardLayout};
 
 fn quick() -> DownloadOptions {
-    DownloadOptions {
-        retries: 3,
-        backoff: Duration::from_millis(10),
-        read_timeout: Duration::from_secs(10),
-    }
+    DownloadOptions { retries: 3, backoff: Duration::from_millis(10), read_timeout: Duration::from_secs(10) }
 }
 
 /// A small STL-10-format archive and its MD5 (the crate's `md5_file`, which a unit test
@@ -103,14 +99,11 @@ fn fetched_stl10_archive_ingests_like_local_binaries() {
     let raw = out.path().join("raw");
     let binary_dir = fetch_stl10(&raw, &server.url, &md5, &quick(), &Progress::hidden()).unwrap();
     assert_eq!(binary_dir, raw.join("stl10_binary"));
-    let options = IngestOptions {
-        out: out.path().to_path_buf(),
-        layout: ShardLayout::default(),
-        force: false,
-    };
+    let options = IngestOptions { out: out.path().to_path_buf(), layout: ShardLayout::default(), force: false };
     ingest(&Stl10::open(&binary_dir).unwrap(), &options, &Progress::hidden()).unwrap();
     let dataset = Dataset::open(out.path()).unwrap();
-    let counts: Vec<u64> = ["train", "test", "unlabeled"].iter().map(|split| dataset.split(split).unwrap().count).collect();
+    let counts: Vec<u64> =
+        ["train", "test", "unlabeled"].iter().map(|split| dataset.split(split).unwrap().count).collect();
     assert_eq!(counts, vec![6, 4, 2]);
     let first = dataset.row_groups("test").unwrap().next().unwrap().unwrap();
     let image = first.get(3);

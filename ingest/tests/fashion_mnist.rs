@@ -8,11 +8,7 @@ use jepa_ingest::{IngestOptions, Progress, ingest};
 use jepa_shared::{Dataset, ShardLayout};
 
 fn options(out: &Path) -> IngestOptions {
-    IngestOptions {
-        out: out.to_path_buf(),
-        layout: ShardLayout::default(),
-        force: false,
-    }
+    IngestOptions { out: out.to_path_buf(), layout: ShardLayout::default(), force: false }
 }
 
 /// The Debian package `dataset-fashion-mnist`; `.ci/run` installs it.
@@ -79,10 +75,7 @@ fn second_ingest_of_the_same_source_does_nothing_and_force_rewrites() {
     assert!(!second.written, "same source, same layout: nothing to do");
     assert_eq!(second.manifest, first.manifest);
 
-    let forced = IngestOptions {
-        force: true,
-        ..options(out.path())
-    };
+    let forced = IngestOptions { force: true, ..options(out.path()) };
     assert!(ingest(&fashion, &forced, &Progress::hidden()).unwrap().written);
 
     // A shard that went missing makes the dataset incomplete: the next run rewrites it.
@@ -93,10 +86,7 @@ fn second_ingest_of_the_same_source_does_nothing_and_force_rewrites() {
 
     // A different layout is a different dataset.
     let zstd = IngestOptions {
-        layout: ShardLayout {
-            codec: jepa_shared::ShardCodec::Zstd,
-            ..ShardLayout::default()
-        },
+        layout: ShardLayout { codec: jepa_shared::ShardCodec::Zstd, ..ShardLayout::default() },
         ..options(out.path())
     };
     assert!(ingest(&fashion, &zstd, &Progress::hidden()).unwrap().written);
@@ -125,8 +115,9 @@ fn write_gz(path: &Path, bytes: &[u8]) {
 
 fn expect_error(source: &Path, needles: &[&str]) {
     let out = tempfile::tempdir().unwrap();
-    let result = FashionMnist::open(source).and_then(|fashion| ingest(&fashion, &options(out.path()), &Progress::hidden()));
-    let message = result.err().expect("bad input must fail").to_string();
+    let result =
+        FashionMnist::open(source).and_then(|fashion| ingest(&fashion, &options(out.path()), &Progress::hidden()));
+    let message = result.expect_err("bad input must fail").to_string();
     for needle in needles {
         assert!(message.contains(needle), "error `{message}` should mention `{needle}`");
     }

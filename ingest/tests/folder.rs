@@ -15,11 +15,7 @@ fn save_rgb(path: &Path, width: u32, height: u32, pixel: impl Fn(u32, u32) -> [u
 
 fn run(root: &Path, out: &Path, options: FolderOptions) -> jepa_ingest::Result<jepa_ingest::IngestReport> {
     let folder = ImageFolder::open(root, options, Progress::hidden())?;
-    let ingest_options = IngestOptions {
-        out: out.to_path_buf(),
-        layout: ShardLayout::default(),
-        force: false,
-    };
+    let ingest_options = IngestOptions { out: out.to_path_buf(), layout: ShardLayout::default(), force: false };
     ingest(&folder, &ingest_options, &Progress::hidden())
 }
 
@@ -61,13 +57,15 @@ fn folder_resize_centre_crops_a_square_without_stretching() {
     let root = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     // 32×16: red outer quarters, green centre half. The centre crop is all green.
-    save_rgb(&root.path().join("wide/x.png"), 32, 16, |x, _| {
-        if (8..24).contains(&x) { [0, 200, 0] } else { [200, 0, 0] }
-    });
-    let options = FolderOptions {
-        size_px: Some(8),
-        ..FolderOptions::default()
-    };
+    save_rgb(
+        &root.path().join("wide/x.png"),
+        32,
+        16,
+        |x, _| {
+            if (8..24).contains(&x) { [0, 200, 0] } else { [200, 0, 0] }
+        },
+    );
+    let options = FolderOptions { size_px: Some(8), ..FolderOptions::default() };
     run(root.path(), out.path(), options).unwrap();
     let image = &all_images(out.path(), "train")[0];
     assert_eq!((image.height, image.width, image.channels), (8, 8, 3));
@@ -77,7 +75,10 @@ fn folder_resize_centre_crops_a_square_without_stretching() {
         let col = index % 8;
         assert!(pixel[1] > 4 * pixel[0], "col {col} is mostly green: {pixel:?}");
         if (1..7).contains(&col) {
-            assert!(pixel[0] <= 2 && pixel[1].abs_diff(200) <= 5, "col {col} is green up to Lanczos ringing: {pixel:?}");
+            assert!(
+                pixel[0] <= 2 && pixel[1].abs_diff(200) <= 5,
+                "col {col} is green up to Lanczos ringing: {pixel:?}"
+            );
         }
     }
 }
@@ -89,10 +90,7 @@ fn folder_with_split_folders_writes_each_split_and_grey_when_asked() {
     save_rgb(&root.path().join("train/cat/1.png"), 4, 4, |_, _| [90, 90, 90]);
     save_rgb(&root.path().join("train/dog/1.png"), 4, 4, |_, _| [10, 10, 10]);
     save_rgb(&root.path().join("test/dog/1.png"), 4, 4, |_, _| [10, 10, 10]);
-    let options = FolderOptions {
-        channels: 1,
-        ..FolderOptions::default()
-    };
+    let options = FolderOptions { channels: 1, ..FolderOptions::default() };
     let report = run(root.path(), out.path(), options).unwrap();
     assert_eq!(report.manifest.splits.keys().collect::<Vec<_>>(), vec!["test", "train"]);
     let test = all_images(out.path(), "test");
@@ -115,10 +113,7 @@ fn unreadable_image_is_skipped_and_counted_or_fails_with_strict() {
     assert_eq!(all_images(out.path(), "train")[0].id, 1, "ids are file positions: broken.png was 0");
 
     let strict_out = tempfile::tempdir().unwrap();
-    let strict = FolderOptions {
-        strict: true,
-        ..FolderOptions::default()
-    };
+    let strict = FolderOptions { strict: true, ..FolderOptions::default() };
     let message = run(root.path(), strict_out.path(), strict).unwrap_err().to_string();
     assert!(message.contains("broken.png") && message.contains("unreadable image"), "{message}");
     assert!(files_below(strict_out.path()).is_empty());
@@ -130,6 +125,7 @@ fn missing_or_empty_folder_is_named() {
     let missing = root.path().join("gone");
     let message = ImageFolder::open(&missing, FolderOptions::default(), Progress::hidden()).err().unwrap().to_string();
     assert!(message.contains("gone") && message.contains("does not exist"), "{message}");
-    let message = ImageFolder::open(root.path(), FolderOptions::default(), Progress::hidden()).err().unwrap().to_string();
+    let message =
+        ImageFolder::open(root.path(), FolderOptions::default(), Progress::hidden()).err().unwrap().to_string();
     assert!(message.contains("no class folders"), "{message}");
 }

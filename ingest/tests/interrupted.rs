@@ -65,11 +65,7 @@ fn options(out: &Path, force: bool) -> IngestOptions {
     IngestOptions {
         out: out.to_path_buf(),
         // Files of 8 images: the failing split has finished files before it fails.
-        layout: ShardLayout {
-            rows_per_group: 4,
-            max_file_bytes: 32,
-            ..ShardLayout::default()
-        },
+        layout: ShardLayout { rows_per_group: 4, max_file_bytes: 32, ..ShardLayout::default() },
         force,
     }
 }
@@ -77,7 +73,8 @@ fn options(out: &Path, force: bool) -> IngestOptions {
 #[test]
 fn error_mid_split_leaves_no_manifest_and_no_shard_and_a_rerun_completes() {
     let out = tempfile::tempdir().unwrap();
-    let error = ingest(&FlakySource { fail_at: Some(21) }, &options(out.path(), false), &Progress::hidden()).unwrap_err();
+    let error =
+        ingest(&FlakySource { fail_at: Some(21) }, &options(out.path(), false), &Progress::hidden()).unwrap_err();
     assert!(error.to_string().contains("simulated failure at image 21"), "{error}");
     assert_eq!(files_below(out.path()), Vec::<String>::new(), "no manifest, no shard, no temporary file");
 
@@ -154,8 +151,5 @@ fn killed_ingest_process_leaves_no_manifest_and_a_rerun_completes() {
     assert_eq!(dataset.split("train").unwrap().count, 1_500);
     assert_eq!(dataset.split("test").unwrap().count, 500);
     // Stl10::open is what the binary used; the manifest records that very folder.
-    assert_eq!(
-        dataset.manifest().source.location,
-        Stl10::open(source.path()).unwrap().dir().display().to_string()
-    );
+    assert_eq!(dataset.manifest().source.location, Stl10::open(source.path()).unwrap().dir().display().to_string());
 }

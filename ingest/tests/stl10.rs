@@ -8,10 +8,7 @@ use jepa_shared::{Dataset, ShardLayout};
 fn options(out: &std::path::Path) -> IngestOptions {
     IngestOptions {
         out: out.to_path_buf(),
-        layout: ShardLayout {
-            rows_per_group: 4,
-            ..ShardLayout::default()
-        },
+        layout: ShardLayout { rows_per_group: 4, ..ShardLayout::default() },
         force: false,
     }
 }
@@ -75,7 +72,7 @@ fn stl10_manifest_keeps_class_names_and_official_folds() {
 fn expect_error(source: &std::path::Path, needles: &[&str]) {
     let out = tempfile::tempdir().unwrap();
     let result = Stl10::open(source).and_then(|stl10| ingest(&stl10, &options(out.path()), &Progress::hidden()));
-    let message = result.err().expect("bad input must fail").to_string();
+    let message = result.expect_err("bad input must fail").to_string();
     for needle in needles {
         assert!(message.contains(needle), "error `{message}` should mention `{needle}`");
     }

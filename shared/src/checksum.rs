@@ -28,11 +28,7 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            bytes: 0,
-        }
+        Self { inner, hasher: Sha256::new(), bytes: 0 }
     }
 
     /// The inner writer, the hex SHA-256 and the byte count of everything written.
@@ -98,10 +94,7 @@ mod tests {
     fn sha256_of_abc_matches_the_fips_180_test_vector() {
         let mut stream = Sha256Stream::default();
         stream.update(b"abc");
-        assert_eq!(
-            stream.finish_hex(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(stream.finish_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[test]
@@ -112,9 +105,6 @@ mod tests {
         let (inner, hex, bytes) = writer.finish();
         assert_eq!(inner, b"abc");
         assert_eq!(bytes, 3);
-        assert_eq!(
-            hex,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

@@ -36,33 +36,17 @@ impl DatasetWriter {
         remove_dir_if_present(&staging)?;
         remove_dir_if_present(&root.join(OLD_SHARDS_DIR))?;
         std::fs::create_dir_all(staging.join(SHARDS_DIR)).map_err(ShardError::io(&staging))?;
-        Ok(Self {
-            root: root.to_path_buf(),
-            staging,
-            layout,
-            splits: BTreeMap::new(),
-            committed: false,
-        })
+        Ok(Self { root: root.to_path_buf(), staging, layout, splits: BTreeMap::new(), committed: false })
     }
 
     /// Starts writing split `name`. Finish it with [`SplitWriter::finish`].
     pub fn split(&mut self, name: &str) -> Result<SplitWriter<'_>> {
         let folder = self.staging.join(SHARDS_DIR).join(name);
         if self.splits.contains_key(name) {
-            return Err(ShardError::Invalid {
-                path: folder,
-                problem: format!("split `{name}` written twice"),
-            });
+            return Err(ShardError::Invalid { path: folder, problem: format!("split `{name}` written twice") });
         }
         std::fs::create_dir_all(&folder).map_err(ShardError::io(&folder))?;
-        Ok(SplitWriter {
-            dataset: self,
-            name: name.to_string(),
-            folder,
-            current: None,
-            files: Vec::new(),
-            count: 0,
-        })
+        Ok(SplitWriter { dataset: self, name: name.to_string(), folder, current: None, files: Vec::new(), count: 0 })
     }
 
     /// Moves the staged shards into `<root>/shards` and writes the manifest last.
@@ -146,12 +130,7 @@ impl SplitWriter<'_> {
     /// Closes the last file and records the split; `folds` and `skipped` go to the manifest.
     pub fn finish(mut self, folds: Option<Vec<Vec<u64>>>, skipped: u64) -> Result<()> {
         self.close_file()?;
-        let entry = SplitManifest {
-            count: self.count,
-            files: std::mem::take(&mut self.files),
-            folds,
-            skipped,
-        };
+        let entry = SplitManifest { count: self.count, files: std::mem::take(&mut self.files), folds, skipped };
         self.dataset.splits.insert(self.name.clone(), entry);
         Ok(())
     }

@@ -27,19 +27,10 @@ pub enum ShardError {
     },
 
     #[error("{path}: column `{column}`: {problem}")]
-    Schema {
-        path: PathBuf,
-        column: String,
-        problem: String,
-    },
+    Schema { path: PathBuf, column: String, problem: String },
 
     #[error("{path}: row {row} (id {id}): {problem}")]
-    BadRow {
-        path: PathBuf,
-        row: usize,
-        id: u64,
-        problem: String,
-    },
+    BadRow { path: PathBuf, row: usize, id: u64, problem: String },
 
     #[error("{path}: invalid manifest: {problem}")]
     Manifest { path: PathBuf, problem: String },
@@ -48,11 +39,7 @@ pub enum ShardError {
         "{path}: checksum mismatch (manifest says sha256 {expected}, file has {actual}); \
          the shard is corrupt or was changed after ingest: re-run the ingest with --force"
     )]
-    Checksum {
-        path: PathBuf,
-        expected: String,
-        actual: String,
-    },
+    Checksum { path: PathBuf, expected: String, actual: String },
 
     #[error("{path}: {problem}")]
     Invalid { path: PathBuf, problem: String },
@@ -64,9 +51,7 @@ impl ShardError {
         move |source| ShardError::Io { path, source }
     }
 
-    pub(crate) fn parquet(
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(parquet::errors::ParquetError) -> Self {
+    pub(crate) fn parquet(path: impl Into<PathBuf>) -> impl FnOnce(parquet::errors::ParquetError) -> Self {
         let path = path.into();
         move |source| ShardError::Parquet { path, source }
     }

@@ -71,19 +71,14 @@ impl Manifest {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(ShardError::io(&path)(error)),
         };
-        let manifest: Manifest = serde_json::from_str(&text).map_err(|error| ShardError::Manifest {
-            path: path.clone(),
-            problem: error.to_string(),
-        })?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|error| ShardError::Manifest { path: path.clone(), problem: error.to_string() })?;
         manifest.check(&path)?;
         Ok(Some(manifest))
     }
 
     fn check(&self, path: &Path) -> Result<()> {
-        let problem = |problem: String| ShardError::Manifest {
-            path: path.to_path_buf(),
-            problem,
-        };
+        let problem = |problem: String| ShardError::Manifest { path: path.to_path_buf(), problem };
         if self.schema_version != SCHEMA_VERSION {
             return Err(problem(format!(
                 "schema_version is {}, this build reads {SCHEMA_VERSION}",
@@ -125,9 +120,7 @@ impl Manifest {
     /// Content is checked by [`crate::reader::Dataset::verify`].
     pub fn files_present(&self, dataset_root: &Path) -> bool {
         self.splits.values().flat_map(|split| &split.files).all(|file| {
-            std::fs::metadata(dataset_root.join(&file.path))
-                .map(|meta| meta.len() == file.bytes)
-                .unwrap_or(false)
+            std::fs::metadata(dataset_root.join(&file.path)).map(|meta| meta.len() == file.bytes).unwrap_or(false)
         })
     }
 }

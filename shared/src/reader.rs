@@ -26,10 +26,7 @@ impl Dataset {
     /// Opens `<root>/manifest.json`. A folder without one is not a dataset (yet).
     pub fn open(root: &Path) -> Result<Self> {
         match Manifest::read(root)? {
-            Some(manifest) => Ok(Self {
-                root: root.to_path_buf(),
-                manifest,
-            }),
+            Some(manifest) => Ok(Self { root: root.to_path_buf(), manifest }),
             None => Err(ShardError::Invalid {
                 path: Manifest::path(root),
                 problem: "missing: this folder holds no complete dataset (run `ingest` first)".into(),
@@ -66,11 +63,7 @@ impl Dataset {
         if reader.num_rows() as u64 != file.rows {
             return Err(ShardError::Invalid {
                 path: reader.path.clone(),
-                problem: format!(
-                    "holds {} rows but the manifest lists {}",
-                    reader.num_rows(),
-                    file.rows
-                ),
+                problem: format!("holds {} rows but the manifest lists {}", reader.num_rows(), file.rows),
             });
         }
         Ok(reader)
@@ -81,11 +74,7 @@ impl Dataset {
         let path = self.shard_path(file);
         let actual = sha256_file(&path)?;
         if actual != file.sha256 {
-            return Err(ShardError::Checksum {
-                path,
-                expected: file.sha256.clone(),
-                actual,
-            });
+            return Err(ShardError::Checksum { path, expected: file.sha256.clone(), actual });
         }
         Ok(())
     }
@@ -127,10 +116,7 @@ impl ShardReader {
         let metadata =
             ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(ShardError::parquet(path))?;
         check_schema(path, metadata.schema())?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            metadata,
-        })
+        Ok(Self { path: path.to_path_buf(), metadata })
     }
 
     pub fn path(&self) -> &Path {
@@ -193,11 +179,7 @@ fn check_schema(path: &Path, found: &arrow_schema::SchemaRef) -> Result<()> {
         let column = field.name().clone();
         match found.field_with_name(&column) {
             Err(_) => {
-                return Err(ShardError::Schema {
-                    path: path.to_path_buf(),
-                    column,
-                    problem: "missing".into(),
-                });
+                return Err(ShardError::Schema { path: path.to_path_buf(), column, problem: "missing".into() });
             }
             Ok(actual) if actual.data_type() != field.data_type() => {
                 return Err(ShardError::Schema {

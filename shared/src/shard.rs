@@ -139,11 +139,7 @@ pub struct ShardLayout {
 
 impl Default for ShardLayout {
     fn default() -> Self {
-        Self {
-            codec: ShardCodec::default(),
-            rows_per_group: 1_000,
-            max_file_bytes: 256 << 20,
-        }
+        Self { codec: ShardCodec::default(), rows_per_group: 1_000, max_file_bytes: 256 << 20 }
     }
 }
 
@@ -244,25 +240,16 @@ impl ShardFileWriter {
         let writer = self.writer.take().expect("writer is present until finish");
         let sink = writer.into_inner().map_err(ShardError::parquet(&self.temp_path))?;
         let (buffered, sha256, bytes) = sink.finish();
-        let file = buffered
-            .into_inner()
-            .map_err(|error| ShardError::io(&self.temp_path)(error.into_error()))?;
+        let file = buffered.into_inner().map_err(|error| ShardError::io(&self.temp_path)(error.into_error()))?;
         file.sync_all().map_err(ShardError::io(&self.temp_path))?;
         drop(file);
         std::fs::rename(&self.temp_path, &self.final_path).map_err(ShardError::io(&self.final_path))?;
-        let relative = self
-            .final_path
-            .strip_prefix(dataset_root)
-            .map_err(|_| ShardError::Invalid {
-                path: self.final_path.clone(),
-                problem: format!("shard is not inside the dataset root {}", dataset_root.display()),
-            })?;
+        let relative = self.final_path.strip_prefix(dataset_root).map_err(|_| ShardError::Invalid {
+            path: self.final_path.clone(),
+            problem: format!("shard is not inside the dataset root {}", dataset_root.display()),
+        })?;
         Ok(ShardFile {
-            path: relative
-                .components()
-                .map(|part| part.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/"),
+            path: relative.components().map(|part| part.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"),
             rows: self.rows,
             row_groups: self.row_groups,
             bytes,

@@ -7,12 +7,7 @@ use jepa_shared::{Dataset, DatasetWriter, ImageRecord, ShardCodec, ShardError, S
 use proptest::prelude::*;
 
 fn source() -> SourceInfo {
-    SourceInfo {
-        kind: "test".into(),
-        location: "memory".into(),
-        sha256: "0".repeat(64),
-        options: Default::default(),
-    }
+    SourceInfo { kind: "test".into(), location: "memory".into(), sha256: "0".repeat(64), options: Default::default() }
 }
 
 fn write(root: &Path, layout: ShardLayout, splits: &[(&str, &[ImageRecord])]) -> jepa_shared::Manifest {
@@ -37,8 +32,8 @@ fn read_all(root: &Path, split: &str) -> Vec<ImageRecord> {
 }
 
 fn record_strategy() -> impl Strategy<Value = ImageRecord> {
-    (1u16..12, 1u16..12, prop_oneof![Just(1u8), Just(3u8)], proptest::option::of(0i16..10), any::<u64>())
-        .prop_flat_map(|(height, width, channels, label, id)| {
+    (1u16..12, 1u16..12, prop_oneof![Just(1u8), Just(3u8)], proptest::option::of(0i16..10), any::<u64>()).prop_flat_map(
+        |(height, width, channels, label, id)| {
             let len = height as usize * width as usize * channels as usize;
             proptest::collection::vec(any::<u8>(), len).prop_map(move |pixels| ImageRecord {
                 id,
@@ -48,7 +43,8 @@ fn record_strategy() -> impl Strategy<Value = ImageRecord> {
                 channels,
                 pixels,
             })
-        })
+        },
+    )
 }
 
 proptest! {
@@ -144,7 +140,10 @@ fn a_parquet_file_with_the_wrong_column_type_is_rejected_naming_the_column() {
     writer.write(&batch).unwrap();
     writer.close().unwrap();
     let message = ShardReader::open(&path).unwrap_err().to_string();
-    assert!(message.contains("foreign.parquet") && message.contains("`label`") && message.contains("Int16"), "{message}");
+    assert!(
+        message.contains("foreign.parquet") && message.contains("`label`") && message.contains("Int16"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -162,7 +161,11 @@ fn a_record_whose_pixels_disagree_with_its_size_is_refused() {
 fn an_uncommitted_writer_leaves_nothing_behind() {
     let root = tempfile::tempdir().unwrap();
     {
-        let mut writer = DatasetWriter::create(root.path(), ShardLayout { rows_per_group: 2, max_file_bytes: 1, ..ShardLayout::default() }).unwrap();
+        let mut writer = DatasetWriter::create(
+            root.path(),
+            ShardLayout { rows_per_group: 2, max_file_bytes: 1, ..ShardLayout::default() },
+        )
+        .unwrap();
         let mut split = writer.split("train").unwrap();
         for id in 0..5 {
             split.push(&grey(id, 10)).unwrap();

@@ -86,11 +86,9 @@ impl TestServer {
         let log = Arc::new(Mutex::new(ServerLog::default()));
         let server_log = Arc::clone(&log);
         std::thread::spawn(move || {
-            let mut served = 0usize;
-            for stream in listener.incoming() {
+            for (served, stream) in listener.incoming().enumerate() {
                 let Ok(stream) = stream else { return };
                 let cut = (served < drop_first).then_some(drop_after);
-                served += 1;
                 let _ = serve(stream, &body, cut, &server_log);
             }
         });
@@ -134,11 +132,7 @@ fn serve(mut stream: TcpStream, body: &[u8], cut: Option<usize>, log: &Mutex<Ser
         ),
         None => ("200 OK", body, String::new()),
     };
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
-        payload.len()
-    )?;
+    write!(stream, "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n", payload.len())?;
     let sent = cut.map_or(payload.len(), |cut| cut.min(payload.len()));
     stream.write_all(&payload[..sent])?;
     stream.flush()?;
@@ -167,8 +161,6 @@ pub fn files_below(root: &Path) -> Vec<String> {
 /// Decompresses a gzip file whole (test side, independent of the crate's reader).
 pub fn gunzip(path: &Path) -> Vec<u8> {
     let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
-        .read_to_end(&mut bytes)
-        .unwrap();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()).read_to_end(&mut bytes).unwrap();
     bytes
 }
