@@ -10,17 +10,22 @@
 //! - [`dataset_writer`]: splits → bounded shard files in a staging folder → commit;
 //! - [`manifest`]: `manifest.json`, written last and atomically;
 //! - [`reader`]: [`Dataset`] and [`ShardReader`], one row group at a time;
+//! - [`masks`]: I-JEPA multi-block masks, drawn on loader threads;
+//! - [`rng`]: keyed random streams, so every draw is a function of (seed, epoch, position);
 //! - [`checksum`]: streaming SHA-256 used by the writer, the reader and the sources.
 
 pub mod checksum;
 pub mod dataset_writer;
 pub mod error;
 pub mod manifest;
+pub mod masks;
 pub mod reader;
+pub mod rng;
 pub mod shard;
 
 pub use dataset_writer::{DatasetWriter, SplitWriter};
 pub use error::{Result, ShardError};
 pub use manifest::{Manifest, SourceInfo, SplitManifest};
+pub use masks::{BatchMasks, MaskConfig, MultiBlockMasks};
 pub use reader::{Dataset, ImageBatch, ImageView, ShardReader};
 pub use shard::{ImageRecord, SCHEMA_VERSION, ShardCodec, ShardFile, ShardLayout};

@@ -1,0 +1,265 @@
+//! I-JEPA's multi-block masks (Assran et al. 2023, §3 and the official `MaskCollator`),
+//! with two known defects of the official code fixed:
+//!
+//! - block positions are drawn from `0..=G - h`, so the last row and column of the patch
+//!   grid can be covered (the official `randint(0, G - h)` excludes them);
+//! - contexts of unequal length are cut to the batch minimum by keeping a **random**
+//!   subset of each (then sorted), not the first patches in raster order, which biased the
+//!   kept context toward the top rows.
+//!
+//! As in the official collator, the block *sizes* are drawn once per batch (positions per
+//! image), so every target block of a batch has the same number of patches and none is
+//! cut. Unlike it, scale and aspect ratio are drawn independently (the official code uses
+//! one random number for both). Blocks keep the official cap of `G - 1` patches per side:
+//! without it, contexts drawn at scale ≥ 0.93 would cover the whole 14×14 grid and the
+//! kept context would rise from the paper's ~25% to ~29% of patches.
+//!
+//! Everything is a pure function of `(seed, epoch, batch index)`: resume reproduces the
+//! masks exactly. Patch indices are raster order, `row * grid_width + col`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::rng::KeyedRng;
+
+/// Sampler settings; the defaults are the paper's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MaskConfig {
+    /// Target blocks per image (M in the paper).
+    pub num_targets: usize,
+    /// Fraction of the grid each target block covers, drawn in [min, max).
+    pub target_scale: [f64; 2],
+    /// Target block height / width, drawn in [min, max).
+    pub target_aspect: [f64; 2],
+    /// Fraction of the grid the context block covers before targets are removed.
+    pub context_scale: [f64; 2],
+    /// Fewest context patches an image may keep after removing its targets.
+    pub min_keep: usize,
+    /// Let the context keep patches that are also targets (the paper: no).
+    pub allow_overlap: bool,
+}
+
+impl Default for MaskConfig {
+    fn default() -> Self {
+        Self {
+            num_targets: 4,
+            target_scale: [0.15, 0.2],
+            target_aspect: [0.75, 1.5],
+            context_scale: [0.85, 1.0],
+            min_keep: 10,
+            allow_overlap: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("mask config: `{field}` {problem}")]
+pub struct MaskConfigError {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockSize {
+    pub height: usize,
+    pub width: usize,
+}
+
+impl BlockSize {
+    pub fn area(self) -> usize {
+        self.height * self.width
+    }
+}
+
+/// One batch of masks. All contexts have the same length, and so do all target blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchMasks {
+    pub target_block: BlockSize,
+    pub context_block: BlockSize,
+    /// `[image][k]`: kept context patches, sorted.
+    pub context: Vec<Vec<u32>>,
+    /// `[image][target][k]`: each target block's patches, sorted.
+    pub targets: Vec<Vec<Vec<u32>>>,
+    /// Images whose context could only meet `min_keep` by overlapping a target.
+    pub relaxed: usize,
+}
+
+/// Draws multi-block masks on a `grid_height × grid_width` patch grid.
+#[derive(Debug, Clone)]
+pub struct MultiBlockMasks {
+    config: MaskConfig,
+    grid_height: usize,
+    grid_width: usize,
+}
+
+/// Context placements tried per round before the targets are drawn again.
+const CONTEXT_TRIES: usize = 20;
+/// Rounds of fresh targets before the non-overlap constraint is relaxed.
+const TARGET_ROUNDS: usize = 5;
+
+impl MultiBlockMasks {
+    /// Checks the config against the grid before any work: a config that cannot yield
+    /// `min_keep` context patches, or blocks that cannot fit, is an error here.
+    pub fn new(config: MaskConfig, grid_height: usize, grid_width: usize) -> Result<Self, MaskConfigError> {
+        let error = |field, problem: String| Err(MaskConfigError { field, problem });
+        if grid_height == 0 || grid_width == 0 {
+            return error("grid", format!("is {grid_height}×{grid_width}, expected at least 1×1"));
+        }
+        for (field, [low, high]) in [("target_scale", config.target_scale), ("context_scale", config.context_scale)] {
+            if !(low > 0.0 && low <= high && high <= 1.0) {
+                return error(field, format!("is [{low}, {high}], expected 0 < min ≤ max ≤ 1"));
+            }
+        }
+        let [low, high] = config.target_aspect;
+        if !(low > 0.0 && low <= high && high.is_finite()) {
+            return error("target_aspect", format!("is [{low}, {high}], expected 0 < min ≤ max"));
+        }
+        if config.num_targets == 0 {
+            return error("num_targets", "is 0, expected at least 1".into());
+        }
+        let sampler = Self { config, grid_height, grid_width };
+        let smallest_context = sampler.block_size(sampler.config.context_scale[0], 1.0).area();
+        if sampler.config.min_keep == 0 || sampler.config.min_keep > smallest_context {
+            return error(
+                "min_keep",
+                format!(
+                    "is {}, but the smallest context block on a {grid_height}×{grid_width} grid holds {smallest_context} \
+                     patches (context_scale min {}); expected 1..={smallest_context}",
+                    sampler.config.min_keep, sampler.config.context_scale[0]
+                ),
+            );
+        }
+        Ok(sampler)
+    }
+
+    pub fn config(&self) -> &MaskConfig {
+        &self.config
+    }
+
+    pub fn num_patches(&self) -> usize {
+        self.grid_height * self.grid_width
+    }
+
+    /// The official size rule: `max_keep = ⌊G_h·G_w·scale⌋` patches, then
+    /// `h = round(√(max_keep·aspect))`, `w = round(√(max_keep/aspect))`, each at most
+    /// `G - 1` (on a grid wider than one patch) and at least 1.
+    fn block_size(&self, scale: f64, aspect: f64) -> BlockSize {
+        let max_keep = (self.num_patches() as f64 * scale).floor();
+        let height = (max_keep * aspect).sqrt().round() as usize;
+        let width = (max_keep / aspect).sqrt().round() as usize;
+        let cap = |grid: usize| grid.saturating_sub(1).max(1);
+        BlockSize { height: height.clamp(1, cap(self.grid_height)), width: width.clamp(1, cap(self.grid_width)) }
+    }
+
+    fn random_block(&self, rng: &mut KeyedRng, size: BlockSize) -> Vec<u32> {
+        // `..=` is the fix: the last row and column are reachable.
+        let top = rng.inclusive(0, self.grid_height - size.height);
+        let left = rng.inclusive(0, self.grid_width - size.width);
+        let mut patches = Vec::with_capacity(size.area());
+        for row in top..top + size.height {
+            for col in left..left + size.width {
+                patches.push((row * self.grid_width + col) as u32);
+            }
+        }
+        patches
+    }
+
+    /// The masks for batch `batch_index` of `epoch`: `batch_size` images, the image at
+    /// position `i` of the batch keyed by its sample position `batch_index·batch_size + i`.
+    pub fn sample_batch(&self, seed: u64, epoch: u64, batch_index: u64, batch_size: usize) -> BatchMasks {
+        const SIZES: u64 = 1;
+        const POSITIONS: u64 = 2;
+        const SUBSET: u64 = 3;
+        let mut size_rng = KeyedRng::new(&[seed, epoch, batch_index, SIZES]);
+        let [low, high] = self.config.target_scale;
+        let target_scale = size_rng.uniform(low, high);
+        let [low, high] = self.config.target_aspect;
+        let target_aspect = size_rng.uniform(low, high);
+        let [low, high] = self.config.context_scale;
+        let context_scale = size_rng.uniform(low, high);
+        let target_block = self.block_size(target_scale, target_aspect);
+        let context_block = self.block_size(context_scale, 1.0);
+
+        let mut contexts = Vec::with_capacity(batch_size);
+        let mut targets = Vec::with_capacity(batch_size);
+        let mut relaxed = 0;
+        for offset in 0..batch_size {
+            let position = batch_index * batch_size as u64 + offset as u64;
+            let mut rng = KeyedRng::new(&[seed, epoch, position, POSITIONS]);
+            let (context, image_targets, was_relaxed) = self.sample_image(&mut rng, target_block, context_block);
+            relaxed += usize::from(was_relaxed);
+            contexts.push(context);
+            targets.push(image_targets);
+        }
+
+        // Equal lengths across the batch: keep a random subset of each context (sorted
+        // back to raster order), never its first patches.
+        let keep = contexts.iter().map(Vec::len).min().unwrap_or(0);
+        for (offset, context) in contexts.iter_mut().enumerate() {
+            if context.len() > keep {
+                let position = batch_index * batch_size as u64 + offset as u64;
+                KeyedRng::new(&[seed, epoch, position, SUBSET]).shuffle(context);
+                context.truncate(keep);
+                context.sort_unstable();
+            }
+        }
+        BatchMasks { target_block, context_block, context: contexts, targets, relaxed }
+    }
+
+    /// Targets first, then a context block with the targets removed that keeps at least
+    /// `min_keep` patches. Bounded: after the retries, the context may overlap targets
+    /// (reported as relaxed), which always succeeds since `new` checked that a context
+    /// block alone holds `min_keep`.
+    fn sample_image(
+        &self,
+        rng: &mut KeyedRng,
+        target_block: BlockSize,
+        context_block: BlockSize,
+    ) -> (Vec<u32>, Vec<Vec<u32>>, bool) {
+        let mut last_targets = Vec::new();
+        for _ in 0..TARGET_ROUNDS {
+            let targets: Vec<Vec<u32>> =
+                (0..self.config.num_targets).map(|_| self.random_block(rng, target_block)).collect();
+            let mut is_target = vec![false; self.num_patches()];
+            if !self.config.allow_overlap {
+                for &patch in targets.iter().flatten() {
+                    is_target[patch as usize] = true;
+                }
+            }
+            for _ in 0..CONTEXT_TRIES {
+                let context: Vec<u32> = self
+                    .random_block(rng, context_block)
+                    .into_iter()
+                    .filter(|&patch| !is_target[patch as usize])
+                    .collect();
+                if context.len() >= self.config.min_keep {
+                    return (context, targets, false);
+                }
+            }
+            last_targets = targets;
+        }
+        (self.random_block(rng, context_block), last_targets, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_keep_larger_than_any_context_is_rejected_before_sampling() {
+        let config = MaskConfig { min_keep: 200, ..MaskConfig::default() };
+        let error = MultiBlockMasks::new(config, 14, 14).unwrap_err();
+        assert_eq!(error.field, "min_keep");
+        assert!(error.to_string().contains("holds 169 patches"), "{error}");
+    }
+
+    #[test]
+    fn block_size_follows_the_official_rule() {
+        let sampler = MultiBlockMasks::new(MaskConfig::default(), 14, 14).unwrap();
+        // 196 · 0.2 = 39.2 → 39 patches; aspect 1.5: h = round(√58.5) = 8, w = round(√26) = 5.
+        assert_eq!(sampler.block_size(0.2, 1.5), BlockSize { height: 8, width: 5 });
+        // The official cap: never the whole grid.
+        assert_eq!(sampler.block_size(1.0, 1.0), BlockSize { height: 13, width: 13 });
+    }
+}
