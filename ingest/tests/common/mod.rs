@@ -158,6 +158,15 @@ pub fn files_below(root: &Path) -> Vec<String> {
     found
 }
 
+/// Bad input must fail with an error naming every `needle`, and leave nothing in `out`.
+pub fn assert_fails_cleanly<T: std::fmt::Debug>(result: jepa_ingest::Result<T>, needles: &[&str], out: &Path) {
+    let message = result.expect_err("bad input must fail").to_string();
+    for needle in needles {
+        assert!(message.contains(needle), "error `{message}` should mention `{needle}`");
+    }
+    assert!(files_below(out).is_empty(), "nothing left behind: {:?}", files_below(out));
+}
+
 /// Decompresses a gzip file whole (test side, independent of the crate's reader).
 pub fn gunzip(path: &Path) -> Vec<u8> {
     let mut bytes = Vec::new();
