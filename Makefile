@@ -12,12 +12,13 @@ SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 INGEST_RELEASE = $(CARGO) run --release --quiet -p jepa-ingest --bin ingest --
 INGEST_DEV = $(CARGO) run --quiet -p jepa-ingest --bin ingest --
 
-.PHONY: help setup ingest ingest-fashion test test-rust test-python lint bench bench-ingest clean
+.PHONY: help setup ingest ingest-fashion masks test test-rust test-python lint bench bench-ingest clean
 
 help:
 	@echo "make setup           Debian's Fashion-MNIST package and a Python venv with polars + pyarrow"
 	@echo "make ingest-fashion  Fashion-MNIST IDX -> $(DATASETS)/fashion-mnist (Parquet shards + manifest)"
 	@echo "make ingest          STL-10 -> $(DATASETS)/stl10 (downloads unless STL10_DIR=... is given)"
+	@echo "make masks           runs/masks.png: I-JEPA's context and target blocks over real images"
 	@echo "make test            all Rust tests, then the Python polars/pyarrow check of real shards"
 	@echo "make lint            rustfmt and clippy"
 	@echo "make bench-ingest    ingest throughput against a plain copy on the same disk"
@@ -37,6 +38,11 @@ endif
 
 ingest-fashion:
 	$(INGEST_RELEASE) fashion-mnist --from $(FASHION_MNIST_DIR) --out $(DATASETS)/fashion-mnist
+
+# The multi-block masks over real images, as in the paper's figure.
+MASKS_DATASET ?= $(DATASETS)/fashion-mnist
+masks: $(if $(filter $(MASKS_DATASET),$(DATASETS)/fashion-mnist),ingest-fashion)
+	$(CARGO) run --release --quiet -p jepa-shared --example mask_figure -- $(MASKS_DATASET) runs/masks.png test 4
 
 test: test-rust test-python
 
