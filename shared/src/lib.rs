@@ -10,12 +10,14 @@
 //! - [`dataset_writer`]: splits → bounded shard files in a staging folder → commit;
 //! - [`manifest`]: `manifest.json`, written last and atomically;
 //! - [`reader`]: [`Dataset`] and [`ShardReader`], one row group at a time;
+//! - [`epoch`]: the order an epoch visits a split, a pure function of (seed, epoch);
 //! - [`masks`]: I-JEPA multi-block masks, drawn on loader threads;
 //! - [`rng`]: keyed random streams, so every draw is a function of (seed, epoch, position);
 //! - [`checksum`]: streaming SHA-256 used by the writer, the reader and the sources.
 
 pub mod checksum;
 pub mod dataset_writer;
+pub mod epoch;
 pub mod error;
 pub mod manifest;
 pub mod masks;
@@ -24,6 +26,7 @@ pub mod rng;
 pub mod shard;
 
 pub use dataset_writer::{DatasetWriter, SplitWriter};
+pub use epoch::{EpochOrder, SampleAddress};
 pub use error::{Result, ShardError};
 pub use manifest::{Manifest, SourceInfo, SplitManifest};
 pub use masks::{BatchMasks, MaskConfig, MultiBlockMasks};
