@@ -122,7 +122,11 @@ fn fetch_once(agent: &ureq::Agent, url: &str, part: &Path, progress: &Progress) 
     let (start, total) = match status {
         206 => match header("content-range").as_deref().and_then(parse_content_range) {
             Some((start, total)) if start == have => (start, total),
-            _ => (0, None), // a range we did not ask for: start over below
+            _ => {
+                // A range we did not ask for: drop what we have and start over.
+                std::fs::remove_file(part).map_err(|error| Attempt::Final(IngestError::io(part)(error)))?;
+                return Err(Attempt::Retry("server sent a different range; restarting from zero".into()));
+            }
         },
         200 => (0, header("content-length").and_then(|length| length.parse().ok())),
         // Nothing past what we have: the file is already whole.
@@ -130,10 +134,6 @@ fn fetch_once(agent: &ureq::Agent, url: &str, part: &Path, progress: &Progress) 
         500..=599 | 429 => return Err(Attempt::Retry(format!("server answered HTTP {status}"))),
         _ => return Err(final_error(format!("server answered HTTP {status}"))),
     };
-    if status == 206 && start != have {
-        std::fs::remove_file(part).map_err(|error| Attempt::Final(IngestError::io(part)(error)))?;
-        return Err(Attempt::Retry("server sent a different range; restarting from zero".into()));
-    }
     let mut file = OpenOptions::new()
         .create(true)
         .write(true)

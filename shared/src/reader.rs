@@ -13,7 +13,7 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, Parq
 use crate::checksum::sha256_file;
 use crate::error::{Result, ShardError};
 use crate::manifest::{Manifest, SplitManifest};
-use crate::shard::{ImageRecord, ShardFile, shard_schema};
+use crate::shard::{ImageRecord, ShardFile, check_image, shard_schema};
 
 /// An ingested dataset: its root folder and its manifest.
 #[derive(Debug, Clone)]
@@ -255,20 +255,13 @@ impl ImageBatch {
     fn check_rows(&self, path: &Path) -> Result<()> {
         for row in 0..self.len() {
             let image = self.get(row);
-            let expected = image.height as usize * image.width as usize * image.channels as usize;
-            if self.ids.is_null(row) || self.pixels.is_null(row) || image.pixels.len() != expected || expected == 0 {
-                return Err(ShardError::BadRow {
-                    path: path.to_path_buf(),
-                    row,
-                    id: image.id,
-                    problem: format!(
-                        "pixels has {} bytes, but {}×{}×{} needs {expected}",
-                        image.pixels.len(),
-                        image.height,
-                        image.width,
-                        image.channels
-                    ),
-                });
+            let problem = if self.ids.is_null(row) || self.pixels.is_null(row) {
+                Some("id or pixels is null".to_string())
+            } else {
+                check_image(image.height, image.width, image.channels, image.pixels.len()).err()
+            };
+            if let Some(problem) = problem {
+                return Err(ShardError::BadRow { path: path.to_path_buf(), row, id: image.id, problem });
             }
         }
         Ok(())

@@ -55,31 +55,27 @@ pub struct ImageRecord {
 }
 
 impl ImageRecord {
-    /// The byte count the dimensions promise.
-    pub fn expected_len(&self) -> usize {
-        self.height as usize * self.width as usize * self.channels as usize
-    }
-
-    /// Checks the invariants every reader relies on; `what` names the record in the error.
+    /// Checks the invariants every reader relies on.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.channels != 1 && self.channels != 3 {
-            return Err(format!("channels is {}, expected 1 or 3", self.channels));
-        }
-        if self.height == 0 || self.width == 0 {
-            return Err(format!("empty image ({}×{})", self.height, self.width));
-        }
-        if self.pixels.len() != self.expected_len() {
-            return Err(format!(
-                "pixels has {} bytes, but {}×{}×{} needs {}",
-                self.pixels.len(),
-                self.height,
-                self.width,
-                self.channels,
-                self.expected_len()
-            ));
-        }
-        Ok(())
+        check_image(self.height, self.width, self.channels, self.pixels.len())
     }
+}
+
+/// The invariants of one stored image, checked by the writer on the way in and by the
+/// reader on the way out: 1 or 3 channels, a non-empty size, and exactly
+/// `height × width × channels` pixel bytes.
+pub fn check_image(height: u16, width: u16, channels: u8, pixel_bytes: usize) -> std::result::Result<(), String> {
+    if channels != 1 && channels != 3 {
+        return Err(format!("channels is {channels}, expected 1 or 3"));
+    }
+    if height == 0 || width == 0 {
+        return Err(format!("empty image ({height}×{width})"));
+    }
+    let expected = height as usize * width as usize * channels as usize;
+    if pixel_bytes != expected {
+        return Err(format!("pixels has {pixel_bytes} bytes, but {height}×{width}×{channels} needs {expected}"));
+    }
+    Ok(())
 }
 
 /// Page codec. Raw pixels barely compress (zstd-3 saves ~9% on natural images) while zstd
