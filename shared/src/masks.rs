@@ -14,7 +14,7 @@
 //! without it, contexts drawn at scale ≥ 0.93 would cover the whole 14×14 grid and the
 //! kept context would rise from the paper's ~25% to ~29% of patches.
 //!
-//! Everything is a pure function of `(seed, epoch, batch index)`: resume reproduces the
+//! Everything is a pure function of `(seed, epoch, sample position)`: resume reproduces the
 //! masks exactly. Patch indices are raster order, `row * grid_width + col`.
 
 use serde::{Deserialize, Serialize};
@@ -164,13 +164,15 @@ impl MultiBlockMasks {
         patches
     }
 
-    /// The masks for batch `batch_index` of `epoch`: `batch_size` images, the image at
-    /// position `i` of the batch keyed by its sample position `batch_index·batch_size + i`.
-    pub fn sample_batch(&self, seed: u64, epoch: u64, batch_index: u64, batch_size: usize) -> BatchMasks {
+    /// The masks for the `batch_size` images at sample positions `first_position..` of
+    /// `epoch`. The block sizes are keyed by the batch's first position, each image's
+    /// placements by its own position, so a loader that resumes mid-epoch draws the same
+    /// masks as one that never stopped.
+    pub fn sample_batch(&self, seed: u64, epoch: u64, first_position: u64, batch_size: usize) -> BatchMasks {
         const SIZES: u64 = 1;
         const POSITIONS: u64 = 2;
         const SUBSET: u64 = 3;
-        let mut size_rng = KeyedRng::new(&[seed, epoch, batch_index, SIZES]);
+        let mut size_rng = KeyedRng::new(&[seed, epoch, first_position, SIZES]);
         let [low, high] = self.config.target_scale;
         let target_scale = size_rng.uniform(low, high);
         let [low, high] = self.config.target_aspect;
@@ -184,7 +186,7 @@ impl MultiBlockMasks {
         let mut targets = Vec::with_capacity(batch_size);
         let mut relaxed = 0;
         for offset in 0..batch_size {
-            let position = batch_index * batch_size as u64 + offset as u64;
+            let position = first_position + offset as u64;
             let mut rng = KeyedRng::new(&[seed, epoch, position, POSITIONS]);
             let (context, image_targets, was_relaxed) = self.sample_image(&mut rng, target_block, context_block);
             relaxed += usize::from(was_relaxed);
@@ -197,7 +199,7 @@ impl MultiBlockMasks {
         let keep = contexts.iter().map(Vec::len).min().unwrap_or(0);
         for (offset, context) in contexts.iter_mut().enumerate() {
             if context.len() > keep {
-                let position = batch_index * batch_size as u64 + offset as u64;
+                let position = first_position + offset as u64;
                 KeyedRng::new(&[seed, epoch, position, SUBSET]).shuffle(context);
                 context.truncate(keep);
                 context.sort_unstable();
@@ -239,6 +241,27 @@ impl MultiBlockMasks {
             last_targets = targets;
         }
         (self.random_block(rng, context_block), last_targets, true)
+    }
+}
+
+/// What the loader asks of a masking strategy (multi-block for I-JEPA; other methods bring
+/// their own). Masks must be a pure function of the arguments, so a resumed loader draws
+/// the same ones whichever thread asks.
+pub trait MaskSampler: Send + Sync {
+    /// The patch grid, `(rows, columns)`, that mask indices refer to.
+    fn grid(&self) -> (usize, usize);
+
+    /// Masks for the `batch_size` images at sample positions `first_position..` of `epoch`.
+    fn sample_batch(&self, seed: u64, epoch: u64, first_position: u64, batch_size: usize) -> BatchMasks;
+}
+
+impl MaskSampler for MultiBlockMasks {
+    fn grid(&self) -> (usize, usize) {
+        (self.grid_height, self.grid_width)
+    }
+
+    fn sample_batch(&self, seed: u64, epoch: u64, first_position: u64, batch_size: usize) -> BatchMasks {
+        MultiBlockMasks::sample_batch(self, seed, epoch, first_position, batch_size)
     }
 }
 
