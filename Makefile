@@ -12,7 +12,7 @@ SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 INGEST_RELEASE = $(CARGO) run --release --quiet -p jepa-ingest --bin ingest --
 INGEST_DEV = $(CARGO) run --quiet -p jepa-ingest --bin ingest --
 
-.PHONY: help setup ingest ingest-fashion masks test test-rust test-python lint bench bench-ingest clean
+.PHONY: help setup ingest ingest-fashion masks test test-rust test-python lint bench bench-ingest bench-loader clean
 
 help:
 	@echo "make setup           Debian's Fashion-MNIST package and a Python venv with polars + pyarrow"
@@ -22,6 +22,7 @@ help:
 	@echo "make test            all Rust tests, then the Python polars/pyarrow check of real shards"
 	@echo "make lint            rustfmt and clippy"
 	@echo "make bench-ingest    ingest throughput against a plain copy on the same disk"
+	@echo "make bench-loader    prefetcher images/s (STL-10 and Fashion-MNIST recipes) against a plain copy"
 
 setup:
 	$(SUDO) apt-get update -qq
@@ -60,10 +61,13 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-bench: bench-ingest
+bench: bench-ingest bench-loader
 
 bench-ingest:
 	FASHION_MNIST_DIR=$(FASHION_MNIST_DIR) $(CARGO) bench -p jepa-ingest --bench ingest
+
+bench-loader:
+	FASHION_MNIST_DIR=$(FASHION_MNIST_DIR) $(CARGO) bench -p jepa-trainer --bench loader
 
 clean:
 	rm -rf target/interop
