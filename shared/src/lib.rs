@@ -12,7 +12,9 @@
 //! - [`reader`]: [`Dataset`] and [`ShardReader`], one row group at a time;
 //! - [`epoch`]: the order an epoch visits a split, a pure function of (seed, epoch);
 //! - [`masks`]: I-JEPA multi-block masks, drawn on loader threads;
+//! - `vit` (feature `vit`): the ViT encoder, built from Burn primitives;
 //! - [`rng`]: keyed random streams, so every draw is a function of (seed, epoch, position);
+//! - [`metrics_table`]: a `metrics` recorder and the per-step metrics table in Parquet;
 //! - [`checksum`]: streaming SHA-256 used by the writer, the reader and the sources.
 
 pub mod checksum;
@@ -21,9 +23,12 @@ pub mod epoch;
 pub mod error;
 pub mod manifest;
 pub mod masks;
+pub mod metrics_table;
 pub mod reader;
 pub mod rng;
 pub mod shard;
+#[cfg(feature = "vit")]
+pub mod vit;
 
 pub use dataset_writer::{DatasetWriter, SplitWriter};
 pub use epoch::{EpochOrder, SampleAddress};

@@ -1,17 +1,31 @@
 //! `jepa-trainer`: from shards to a trained I-JEPA encoder.
 //!
 //! It owns the streaming prefetcher that turns shards into ready batches (crops, resizes,
-//! masks) on CPU threads. It reads shards only through `jepa-shared`'s reader and knows
-//! nothing of where they came from (that is `jepa-ingest`) nor of evaluation (`jepa-probe`).
+//! masks) on CPU threads, the I-JEPA objective (predictor, EMA target encoder, loss), the
+//! optimizer and its schedules. It reads shards only through `jepa-shared`'s reader, takes
+//! the ViT from `jepa-shared`, and knows nothing of where shards came from (that is
+//! `jepa-ingest`) nor of evaluation (`jepa-probe`).
 //!
 //! Modules, in data-flow order:
+//! - [`config`]: the run config (TOML, `--set` overrides);
 //! - [`augment`]: RandomResizedCrop, resize and channel layout of one image;
 //! - `epoch_reader`: the epoch order read from the shards, cut into batch jobs;
-//! - [`prefetch`]: reader thread → worker threads → bounded async channel → [`Loader`].
+//! - [`prefetch`]: reader thread → worker threads → bounded async channel → [`Loader`];
+//! - [`predictor`]: the narrow ViT that predicts target features from context tokens;
+//! - [`model`]: context encoder + predictor, targets from the target encoder, the loss;
+//! - [`ema`]: the target encoder's moving average;
+//! - [`schedule`]: lr, weight decay and EMA momentum as functions of the optimizer step;
+//! - [`optim`]: AdamW with a scheduled decay, and global-norm gradient clipping.
 
 pub mod augment;
+pub mod config;
+pub mod ema;
 mod epoch_reader;
+pub mod model;
+pub mod optim;
+pub mod predictor;
 pub mod prefetch;
+pub mod schedule;
 
 pub use augment::{CropBox, CropConfig, ImagePipeline};
 pub use prefetch::{Batch, Loader, LoaderConfig, LoaderError, LoaderPosition, LoaderStats};
