@@ -88,6 +88,13 @@ impl HistogramFn for Slot {
     }
 }
 
+impl std::fmt::Debug for StepRecorder {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.values.lock().expect("metrics lock").keys().cloned().collect();
+        formatter.debug_struct("StepRecorder").field("metrics", &names).finish()
+    }
+}
+
 impl StepRecorder {
     fn slot(&self, key: &Key, kind: Kind) -> Arc<Slot> {
         let mut values = self.values.lock().expect("metrics lock");

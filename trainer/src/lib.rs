@@ -15,17 +15,23 @@
 //! - [`model`]: context encoder + predictor, targets from the target encoder, the loss;
 //! - [`ema`]: the target encoder's moving average;
 //! - [`schedule`]: lr, weight decay and EMA momentum as functions of the optimizer step;
-//! - [`optim`]: AdamW with a scheduled decay, and global-norm gradient clipping.
+//! - [`optim`]: AdamW with a scheduled decay, and global-norm gradient clipping;
+//! - [`pixel_stats`]: the dataset's per-channel mean/std for normalisation;
+//! - [`checkpoint`]: atomic checkpoints with everything resume needs;
+//! - [`training`]: the loop, its metrics table and its run folder.
 
 pub mod augment;
+pub mod checkpoint;
 pub mod config;
 pub mod ema;
 mod epoch_reader;
 pub mod model;
 pub mod optim;
+pub mod pixel_stats;
 pub mod predictor;
 pub mod prefetch;
 pub mod schedule;
+pub mod training;
 
 pub use augment::{CropBox, CropConfig, ImagePipeline};
 pub use prefetch::{Batch, Loader, LoaderConfig, LoaderError, LoaderPosition, LoaderStats};

@@ -1,0 +1,162 @@
+//! The training loop end to end on a small fixture dataset: run folder contents, exact
+//! resume, schedules in the metrics table, and the stop on a non-finite loss.
+
+mod common;
+
+use std::path::Path;
+
+use burn::backend::{Autodiff, NdArray};
+use common::write_dataset;
+use jepa_shared::metrics_table::MetricsTable;
+use jepa_trainer::config::RunConfig;
+use jepa_trainer::training::{METRIC_COLUMNS, TrainError, TrainOptions, train};
+
+type B = Autodiff<NdArray<f32>>;
+
+const RUN: &str = r#"
+name = "tiny"
+seed = 3
+dataset = "unset"
+
+[loader]
+batch_size = 8
+image_size_px = 16
+patch_size_px = 4
+channels = 3
+workers = 1
+prefetch_batches = 2
+shuffle_buffer = 32
+
+[masks]
+num_targets = 2
+min_keep = 2
+
+[encoder]
+preset = "nano"
+
+[predictor]
+dim = 16
+depth = 1
+heads = 2
+
+[optim]
+epochs = 2
+warmup_epochs = 1
+lr_start = 1e-4
+lr_peak = 1e-3
+lr_final = 1e-5
+
+[checkpoint]
+every_steps = 3
+keep = 5
+"#;
+
+fn config(dir: &Path, overrides: &[&str]) -> RunConfig {
+    let path = dir.join("run.toml");
+    std::fs::write(&path, RUN).unwrap();
+    let mut all = vec![format!("dataset={:?}", dir.join("data").display().to_string())];
+    all.extend(overrides.iter().map(|text| text.to_string()));
+    RunConfig::load(&path, &all).unwrap()
+}
+
+fn options(dir: &Path, resume: bool) -> TrainOptions {
+    TrainOptions { runs_root: dir.join("runs"), resume, ..TrainOptions::default() }
+}
+
+#[test]
+fn resume_continues_the_same_loss_curve_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    // 40 images, batch 8: 5 optimizer steps per epoch, 10 in the run.
+    write_dataset(&dir.path().join("data"), 40, 3, 10, 2);
+    let device = Default::default();
+
+    let whole =
+        train::<B>(config(dir.path(), &["name=whole", "optim.max_steps=8"]), &options(dir.path(), false), &device)
+            .unwrap();
+    assert_eq!(whole.steps, 8);
+    assert_eq!(whole.losses.len(), 8);
+
+    let first =
+        train::<B>(config(dir.path(), &["name=split", "optim.max_steps=3"]), &options(dir.path(), false), &device)
+            .unwrap();
+    assert_eq!(first.steps, 3);
+    // Starting again under the same name without --resume is refused.
+    let again = train::<B>(config(dir.path(), &["name=split"]), &options(dir.path(), false), &device);
+    assert!(matches!(again, Err(TrainError::RunExists { .. })));
+    let rest =
+        train::<B>(config(dir.path(), &["name=split", "optim.max_steps=8"]), &options(dir.path(), true), &device)
+            .unwrap();
+    assert_eq!(rest.steps, 8);
+    let resumed: Vec<f64> = first.losses.iter().chain(&rest.losses).copied().collect();
+    assert_eq!(resumed, whole.losses, "bitwise on CPU");
+
+    // The metrics table of the resumed run is the same curve, one row per optimizer step.
+    let whole_table = MetricsTable::read(&whole.run_dir.join("metrics.parquet")).unwrap();
+    let split_table = MetricsTable::read(&rest.run_dir.join("metrics.parquet")).unwrap();
+    assert_eq!(split_table.steps, (0..8).collect::<Vec<_>>());
+    assert_eq!(split_table.column("loss"), whole_table.column("loss"));
+    assert_eq!(split_table.column("lr"), whole_table.column("lr"));
+}
+
+#[test]
+fn the_run_folder_holds_config_metrics_checkpoints_and_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(&dir.path().join("data"), 40, 3, 10, 2);
+    let report = train::<B>(config(dir.path(), &[]), &options(dir.path(), false), &Default::default()).unwrap();
+    assert_eq!(report.steps, 10);
+    let run = &report.run_dir;
+
+    // The resolved config: loadable, with the measured pixel statistics filled in.
+    let resolved = RunConfig::load(&run.join("config.toml"), &[]).unwrap();
+    assert_eq!(resolved.data.pixel_mean.as_ref().map(Vec::len), Some(3));
+
+    let table = MetricsTable::read(&run.join("metrics.parquet")).unwrap();
+    for column in METRIC_COLUMNS {
+        assert!(table.columns.iter().any(|name| name == column), "missing {column}");
+    }
+    assert_eq!(table.steps.len(), 10);
+    // Schedules in the table equal their closed forms: 5 steps per epoch, 5 warmup steps.
+    let lr = table.column("lr").unwrap();
+    assert!((lr[0] - 1e-4).abs() < 1e-12 && (lr[5] - 1e-3).abs() < 1e-12, "{lr:?}");
+    let momentum = table.column("ema_momentum").unwrap();
+    assert!((momentum[5] - (0.996 + 0.004 * 0.5)).abs() < 1e-12, "{momentum:?}");
+    let epochs = table.column("epoch").unwrap();
+    assert_eq!(epochs, vec![0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+    assert!(table.column("target_feature_std").unwrap().iter().all(|std| *std > 0.0));
+    assert!(table.column("grad_norm").unwrap().iter().all(|norm| norm.is_finite() && *norm > 0.0));
+    assert!(table.column("images_per_second").unwrap().iter().all(|rate| *rate > 0.0));
+
+    // Checkpoints at steps 3, 6, 9 and the last one, each complete.
+    let names: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, ["step-00000003", "step-00000006", "step-00000009", "step-00000010"]);
+    for file in ["model.bin", "target_encoder.bin", "optimizer.bin", "state.json"] {
+        assert!(run.join("checkpoints/step-00000010").join(file).is_file(), "{file}");
+    }
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    assert!(log.contains("started at step 0") && log.contains("finished at step 10"), "{log}");
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(&dir.path().join("data"), 40, 3, 10, 2);
+    // An absurd learning rate blows the weights up after the first update.
+    let overrides = ["optim.lr_start=1e30", "optim.lr_peak=1e30", "optim.warmup_epochs=0", "checkpoint.every_steps=1"];
+    let result = train::<B>(config(dir.path(), &overrides), &options(dir.path(), false), &Default::default());
+    match result {
+        Err(TrainError::NonFinite { step, last_checkpoint, .. }) => {
+            assert!(step >= 1);
+            let last = last_checkpoint.expect("steps before it were checkpointed");
+            assert!(last.ends_with(format!("step-{step:08}")), "{last:?} at step {step}");
+            assert!(!dir.path().join(format!("runs/tiny/checkpoints/step-{:08}", step + 1)).exists());
+        }
+        other => panic!("expected a non-finite loss, got {other:?}"),
+    }
+    let log = std::fs::read_to_string(dir.path().join("runs/tiny/train.log")).unwrap();
+    assert!(log.contains("stopped: loss is"), "{log}");
+}
