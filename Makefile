@@ -11,18 +11,25 @@ SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 INGEST_RELEASE = $(CARGO) run --release --quiet -p jepa-ingest --bin ingest --
 INGEST_DEV = $(CARGO) run --quiet -p jepa-ingest --bin ingest --
+TRAIN_CPU = $(CARGO) run --release --quiet -p jepa-trainer --bin train --
+TRAIN_CUDA = $(CARGO) run --release --quiet -p jepa-trainer --features cuda --bin train --
+RUNS ?= runs
 
-.PHONY: help setup ingest ingest-fashion masks test test-rust test-python lint bench bench-ingest bench-loader clean
+.PHONY: help setup ingest ingest-fashion masks train train-demo test test-rust test-python check-cuda lint bench bench-ingest bench-loader bench-train clean
 
 help:
 	@echo "make setup           Debian's Fashion-MNIST package and a Python venv with polars + pyarrow"
 	@echo "make ingest-fashion  Fashion-MNIST IDX -> $(DATASETS)/fashion-mnist (Parquet shards + manifest)"
 	@echo "make ingest          STL-10 -> $(DATASETS)/stl10 (downloads unless STL10_DIR=... is given)"
 	@echo "make masks           runs/masks.png: I-JEPA's context and target blocks over real images"
+	@echo "make train-demo      I-JEPA on Fashion-MNIST on the CPU (configs/demo-fashion.toml) -> $(RUNS)/demo-fashion"
+	@echo "make train           the STL-10 ViT-B/16 recipe on a CUDA GPU (configs/stl10-vit-b16.toml)"
 	@echo "make test            all Rust tests, then the Python polars/pyarrow check of real shards"
 	@echo "make lint            rustfmt and clippy"
 	@echo "make bench-ingest    ingest throughput against a plain copy on the same disk"
 	@echo "make bench-loader    prefetcher images/s (STL-10 and Fashion-MNIST recipes) against a plain copy"
+	@echo "make bench-train     training steps/s and peak memory on the CPU, ndarray against flex"
+	@echo "make check-cuda      type-check the CUDA build (no GPU needed)"
 
 setup:
 	$(SUDO) apt-get update -qq
@@ -45,6 +52,15 @@ MASKS_DATASET ?= $(DATASETS)/fashion-mnist
 masks: $(if $(filter $(MASKS_DATASET),$(DATASETS)/fashion-mnist),ingest-fashion)
 	$(CARGO) run --release --quiet -p jepa-shared --example mask_figure -- $(MASKS_DATASET) runs/masks.png test 4
 
+# A run folder with checkpoints is continued (a finished run stays as it is).
+train-demo: ingest-fashion
+	if [ -d $(RUNS)/demo-fashion/checkpoints ]; then $(TRAIN_CPU) --resume $(RUNS)/demo-fashion; \
+	else $(TRAIN_CPU) --config configs/demo-fashion.toml --runs $(RUNS); fi
+
+train:
+	if [ -d $(RUNS)/stl10-vit-b16/checkpoints ]; then $(TRAIN_CUDA) --resume $(RUNS)/stl10-vit-b16; \
+	else $(TRAIN_CUDA) --config configs/stl10-vit-b16.toml --runs $(RUNS); fi
+
 test: test-rust test-python
 
 test-rust:
@@ -57,17 +73,24 @@ test-python:
 	$(INGEST_DEV) fashion-mnist --from $(FASHION_MNIST_DIR) --out target/interop/fashion-mnist --quiet
 	$(PYTHON) scripts/check_shards.py target/interop/fashion-mnist
 
+# The GPU path must keep compiling even where no GPU is.
+check-cuda:
+	$(CARGO) check -p jepa-trainer --features cuda --bins
+
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-bench: bench-ingest bench-loader
+bench: bench-ingest bench-loader bench-train
 
 bench-ingest:
 	FASHION_MNIST_DIR=$(FASHION_MNIST_DIR) $(CARGO) bench -p jepa-ingest --bench ingest
 
 bench-loader:
 	FASHION_MNIST_DIR=$(FASHION_MNIST_DIR) $(CARGO) bench -p jepa-trainer --bench loader
+
+bench-train:
+	$(CARGO) bench -p jepa-trainer --features flex --bench train
 
 clean:
 	rm -rf target/interop

@@ -17,8 +17,10 @@
 //! - [`schedule`]: lr, weight decay and EMA momentum as functions of the optimizer step;
 //! - [`optim`]: AdamW with a scheduled decay, and global-norm gradient clipping;
 //! - [`pixel_stats`]: the dataset's per-channel mean/std for normalisation;
+//! - [`step`]: one optimizer step (accumulation, clipping, AdamW, EMA);
 //! - [`checkpoint`]: atomic checkpoints with everything resume needs;
-//! - [`training`]: the loop, its metrics table and its run folder.
+//! - [`training`]: the loop, its metrics table and its run folder;
+//! - [`prometheus`]: the optional scrape endpoint for the same metrics.
 
 pub mod augment;
 pub mod checkpoint;
@@ -30,7 +32,9 @@ pub mod optim;
 pub mod pixel_stats;
 pub mod predictor;
 pub mod prefetch;
+pub mod prometheus;
 pub mod schedule;
+pub mod step;
 pub mod training;
 
 pub use augment::{CropBox, CropConfig, ImagePipeline};

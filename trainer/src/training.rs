@@ -1,10 +1,8 @@
 //! The I-JEPA training loop.
 //!
-//! Per optimizer step: `accumulation` micro-batches from the prefetcher → targets from the
-//! target encoder (no graph) → loss and gradients of context encoder + predictor, summed
-//! over micro-batches → optional global-norm clipping → AdamW at the step's lr and weight
-//! decay → EMA of the target encoder at the step's momentum. Schedules are evaluated at
-//! the optimizer step, never per micro-batch.
+//! Per optimizer step: `accumulation` micro-batches from the prefetcher, then one
+//! [`optimizer_step`] with the schedules evaluated at the optimizer step, never per
+//! micro-batch.
 //!
 //! Each step appends a row to `metrics.parquet` (through the `metrics` crate); checkpoints
 //! are written every `checkpoint.every_steps` and at the end, with the metrics table beside
@@ -17,20 +15,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
-use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
 use jepa_shared::metrics_table::{MetricsTable, StepRecorder};
 use jepa_shared::{Dataset, MultiBlockMasks, ShardError};
 
 use crate::checkpoint::{self, CheckpointError, TrainState, Trainable};
 use crate::config::{ConfigError, RunConfig};
-use crate::ema::ema_update;
-use crate::model::{DeviceBatch, IJepa, target_features};
-use crate::optim::{AdamW, clip_grad_norm};
+use crate::model::{DeviceBatch, IJepa};
+use crate::optim::AdamW;
 use crate::pixel_stats::pixel_stats;
 use crate::prefetch::{Loader, LoaderError, LoaderPosition};
 use crate::schedule::Schedule;
+use crate::step::{StepOutcome, StepSettings, optimizer_step};
 
 /// The columns of `metrics.parquet`, besides `step`.
 pub const METRIC_COLUMNS: [&str; 10] = [
@@ -206,45 +202,42 @@ pub fn train<B: AutodiffBackend>(
     let outcome: Result<()> = (|| {
         while step < last_step {
             let step_started = Instant::now();
-            let mut accumulator = GradientsAccumulator::<IJepa<B>>::new();
-            let (mut loss_sum, mut feature_std, mut images, mut relaxed, mut epoch) = (0.0, 0.0, 0, 0, 0);
+            let (mut micro_batches, mut images, mut relaxed, mut epoch) = (Vec::new(), 0, 0, 0);
             for _ in 0..config.optim.accumulation {
                 let batch = loader.next_blocking().expect("the loader streams until dropped")?;
                 epoch = batch.epoch;
                 images += batch.len();
                 relaxed += batch.masks.relaxed;
-                let device_batch = DeviceBatch::<B>::new(&batch, &mean, &std, device);
-                let inner_idx: Vec<_> = device_batch.target_idx.iter().map(|idx| idx.clone().inner()).collect();
-                let targets = target_features(&parts.target_encoder, device_batch.images.clone().inner(), &inner_idx);
-                feature_std += targets.feature_std / config.optim.accumulation as f64;
-                let loss =
-                    parts.model.loss(&device_batch, &targets, config.optim.loss) / config.optim.accumulation as f64;
-                loss_sum += loss.clone().into_scalar().elem::<f64>();
-                let grads = GradientsParams::from_grads(loss.backward(), &parts.model);
-                accumulator.accumulate(&parts.model, grads);
+                micro_batches.push(DeviceBatch::<B>::new(&batch, &mean, &std, device));
             }
-            if !loss_sum.is_finite() {
-                return Err(TrainError::NonFinite { step, loss: loss_sum, last_checkpoint: last_checkpoint.clone() });
-            }
-            let mut grads = accumulator.grads();
-            let grad_norm = clip_grad_norm(&parts.model, &mut grads, config.optim.grad_clip);
-            let (lr, weight_decay, momentum) =
-                (schedule.lr_at(step), schedule.weight_decay_at(step), schedule.ema_momentum_at(step));
-            let Trainable { model, target_encoder, mut optimizer } = parts;
-            let model = optimizer.step(model, grads, lr, weight_decay);
-            let target_encoder = ema_update(target_encoder, &model.context_encoder.valid(), momentum);
-            parts = Trainable { model, target_encoder, optimizer };
+            let settings = StepSettings {
+                lr: schedule.lr_at(step),
+                weight_decay: schedule.weight_decay_at(step),
+                ema_momentum: schedule.ema_momentum_at(step),
+                loss: config.optim.loss,
+                grad_clip: config.optim.grad_clip,
+            };
+            let stats = match optimizer_step(parts, &micro_batches, &settings) {
+                StepOutcome::Applied(updated, stats) => {
+                    parts = updated;
+                    stats
+                }
+                StepOutcome::NonFinite(loss) => {
+                    return Err(TrainError::NonFinite { step, loss, last_checkpoint: last_checkpoint.clone() });
+                }
+            };
+            let loss_sum = stats.loss;
 
             let seconds = step_started.elapsed().as_secs_f64();
             for (name, value) in [
                 ("epoch", epoch as f64),
-                ("loss", loss_sum),
-                ("lr", lr),
-                ("weight_decay", weight_decay),
-                ("ema_momentum", momentum),
+                ("loss", stats.loss),
+                ("lr", settings.lr),
+                ("weight_decay", settings.weight_decay),
+                ("ema_momentum", settings.ema_momentum),
                 ("images_per_second", images as f64 / seconds),
-                ("grad_norm", grad_norm),
-                ("target_feature_std", feature_std),
+                ("grad_norm", stats.grad_norm),
+                ("target_feature_std", stats.target_feature_std),
                 ("relaxed_masks", relaxed as f64),
             ] {
                 metrics::gauge!(name).set(value);

@@ -160,3 +160,16 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let log = std::fs::read_to_string(dir.path().join("runs/tiny/train.log")).unwrap();
     assert!(log.contains("stopped: loss is"), "{log}");
 }
+
+#[test]
+fn the_shipped_configs_load_and_describe_the_documented_models() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let stl10 = RunConfig::load(&root.join("stl10-vit-b16.toml"), &[]).unwrap();
+    let vit = stl10.vit().unwrap();
+    assert_eq!((vit.dim, vit.depth, vit.heads, vit.image_size_px, vit.patch_size_px), (768, 12, 12, 224, 16));
+    assert_eq!((stl10.predictor.depth, stl10.predictor.dim), (6, 384));
+    assert_eq!((stl10.loader.batch_size, stl10.optim.accumulation), (64, 4));
+    assert_eq!((stl10.optim.lr_peak, stl10.optim.warmup_epochs, stl10.optim.epochs), (1e-3, 15.0, 50));
+    let demo = RunConfig::load(&root.join("demo-fashion.toml"), &[]).unwrap();
+    assert_eq!(demo.vit().unwrap().grid(), 7);
+}
