@@ -78,7 +78,7 @@ fn run<B: AutodiffBackend>(backend: &str, case: &Case, steps: usize) {
         let batch = random_batch::<B>(case, step as u64, &device);
         let started = Instant::now();
         parts = match optimizer_step(parts, &[batch], &settings) {
-            StepOutcome::Applied(parts, _) => parts,
+            StepOutcome::Applied(parts, _) => *parts,
             StepOutcome::NonFinite(loss) => panic!("loss {loss}"),
         };
         if step > 0 {

@@ -33,7 +33,7 @@ pub struct StepStats {
 }
 
 pub enum StepOutcome<B: AutodiffBackend> {
-    Applied(Trainable<B>, StepStats),
+    Applied(Box<Trainable<B>>, StepStats),
     /// The loss was NaN or infinite; nothing was updated.
     NonFinite(f64),
 }
@@ -65,5 +65,5 @@ pub fn optimizer_step<B: AutodiffBackend>(
     let model = optimizer.step(model, grads, settings.lr, settings.weight_decay);
     let target_encoder = ema_update(target_encoder, &model.context_encoder.valid(), settings.ema_momentum);
     let stats = StepStats { loss: loss_sum, grad_norm, target_feature_std: feature_std };
-    StepOutcome::Applied(Trainable { model, target_encoder, optimizer }, stats)
+    StepOutcome::Applied(Box::new(Trainable { model, target_encoder, optimizer }), stats)
 }

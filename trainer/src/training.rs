@@ -219,7 +219,7 @@ pub fn train<B: AutodiffBackend>(
             };
             let stats = match optimizer_step(parts, &micro_batches, &settings) {
                 StepOutcome::Applied(updated, stats) => {
-                    parts = updated;
+                    parts = *updated;
                     stats
                 }
                 StepOutcome::NonFinite(loss) => {
