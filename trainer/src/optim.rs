@@ -116,3 +116,54 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for ScaleGrads<'_, B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+    use burn::module::Module;
+    use burn::nn::{Linear, LinearConfig};
+
+    type B = Autodiff<NdArray<f32>>;
+
+    #[derive(Module, Debug)]
+    struct Tiny<B: burn::tensor::backend::Backend> {
+        layer: Linear<B>,
+    }
+
+    fn values(tensor: Tensor<NdArray<f32>, 1>) -> Vec<f32> {
+        tensor.into_data().to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn decay_scales_matrices_by_one_minus_lr_times_wd_and_spares_biases() {
+        let device = Default::default();
+        let model = Tiny::<B> { layer: LinearConfig::new(3, 2).init(&device) };
+        let weight_before = values(model.layer.weight.val().inner().flatten(0, 1));
+        let bias_before = values(model.layer.bias.as_ref().unwrap().val().inner());
+        // A zero gradient: Adam's own update is exactly 0, so only the decay moves weights.
+        let input = Tensor::<B, 2>::ones([1, 3], &device);
+        let loss = model.layer.forward(input).sum() * 0.0;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let model = AdamW::default().step(model, grads, 0.1, 0.5);
+        let weight_after = values(model.layer.weight.val().inner().flatten(0, 1));
+        let bias_after = values(model.layer.bias.as_ref().unwrap().val().inner());
+        for (after, before) in weight_after.iter().zip(&weight_before) {
+            assert!((after - before * 0.95).abs() < 1e-7, "{after} vs {before} × 0.95");
+        }
+        assert_eq!(bias_after, bias_before);
+    }
+
+    #[test]
+    fn clipping_scales_the_global_norm_down_to_the_limit() {
+        let device = Default::default();
+        let model = Tiny::<B> { layer: LinearConfig::new(3, 2).init(&device) };
+        let input = Tensor::<B, 2>::ones([1, 3], &device);
+        // d/dw of 10·sum(Wx + b) is 10 for all 6 weights and 2 biases: norm 10·√8.
+        let loss = model.layer.forward(input).sum() * 10.0;
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        let norm = clip_grad_norm(&model, &mut grads, Some(1.0));
+        assert!((norm - 10.0 * 8f64.sqrt()).abs() < 1e-4, "{norm}");
+        assert!((clip_grad_norm(&model, &mut grads, None) - 1.0).abs() < 1e-4);
+    }
+}
