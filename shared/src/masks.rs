@@ -84,6 +84,19 @@ pub struct BatchMasks {
     pub relaxed: usize,
 }
 
+impl BatchMasks {
+    /// Kept context patches, `[batch, context_len]` flattened row by row.
+    pub fn context_flat(&self) -> Vec<u32> {
+        self.context.iter().flatten().copied().collect()
+    }
+
+    /// Target patches, one `[batch, target_len]` flattened list per target block.
+    pub fn targets_flat(&self) -> Vec<Vec<u32>> {
+        let blocks = self.targets.first().map_or(0, Vec::len);
+        (0..blocks).map(|block| self.targets.iter().flat_map(|image| image[block].iter().copied()).collect()).collect()
+    }
+}
+
 /// Draws multi-block masks on a `grid_height × grid_width` patch grid.
 #[derive(Debug, Clone)]
 pub struct MultiBlockMasks {

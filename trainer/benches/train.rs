@@ -15,7 +15,7 @@ use std::time::Instant;
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use jepa_shared::rng::KeyedRng;
 use jepa_shared::vit::VitConfig;
 use jepa_shared::{MaskConfig, MultiBlockMasks};
@@ -102,19 +102,8 @@ fn random_batch<B: Backend>(case: &Case, seed: u64, device: &B::Device) -> Devic
     let masks_config = MaskConfig { min_keep: case.min_keep, ..MaskConfig::default() };
     let masks = MultiBlockMasks::new(masks_config, encoder.grid(), encoder.grid()).expect("masks fit");
     let masks = masks.sample_batch(seed, 0, seed * batch as u64, batch);
-    let index = |rows: Vec<Vec<u32>>| {
-        let width = rows[0].len();
-        let values: Vec<i64> = rows.into_iter().flatten().map(i64::from).collect();
-        Tensor::<B, 2, Int>::from_data(TensorData::new(values, [batch, width]), device)
-    };
-    let targets = (0..masks.targets[0].len())
-        .map(|block| index(masks.targets.iter().map(|image| image[block].clone()).collect()))
-        .collect();
-    DeviceBatch {
-        images: Tensor::from_data(TensorData::new(pixels, [batch, encoder.channels, size, size]), device),
-        context_idx: index(masks.context.clone()),
-        target_idx: targets,
-    }
+    let images = Tensor::from_data(TensorData::new(pixels, [batch, encoder.channels, size, size]), device);
+    DeviceBatch::with_masks(images, &masks, device)
 }
 
 /// Writing 5 to `clear_refs` resets the peak resident set (Linux).

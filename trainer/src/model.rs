@@ -9,6 +9,7 @@
 use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use jepa_shared::BatchMasks;
 use jepa_shared::vit::{VisionTransformer, VitConfig, gather_tokens, normalize_pixels};
 use serde::{Deserialize, Serialize};
 
@@ -52,15 +53,21 @@ impl<B: Backend> DeviceBatch<B> {
     pub fn new(batch: &Batch, mean: &[f32], std: &[f32], device: &B::Device) -> Self {
         let size = batch.image_size_px;
         let images = normalize_pixels(&batch.images, [batch.len(), batch.channels, size, size], mean, std, device);
+        Self::with_masks(images, &batch.masks, device)
+    }
+
+    /// Images already on the device (`[batch, …]`) with `masks` for the same batch.
+    pub fn with_masks(images: Tensor<B, 4>, masks: &BatchMasks, device: &B::Device) -> Self {
+        let rows = images.dims()[0];
         let index = |values: Vec<u32>| {
-            let columns = values.len() / batch.len().max(1);
+            let columns = values.len() / rows.max(1);
             let values: Vec<i64> = values.into_iter().map(i64::from).collect();
-            Tensor::<B, 2, Int>::from_data(TensorData::new(values, [batch.len(), columns]), device)
+            Tensor::<B, 2, Int>::from_data(TensorData::new(values, [rows, columns]), device)
         };
         Self {
             images,
-            context_idx: index(batch.context_idx()),
-            target_idx: batch.target_idx().into_iter().map(index).collect(),
+            context_idx: index(masks.context_flat()),
+            target_idx: masks.targets_flat().into_iter().map(index).collect(),
         }
     }
 }

@@ -151,15 +151,12 @@ impl Batch {
 
     /// Kept context patches, `[batch, context_len]` flattened.
     pub fn context_idx(&self) -> Vec<u32> {
-        self.masks.context.iter().flatten().copied().collect()
+        self.masks.context_flat()
     }
 
     /// Target patches, `[target][batch, target_len]` flattened per target block.
     pub fn target_idx(&self) -> Vec<Vec<u32>> {
-        let targets = self.masks.targets.first().map_or(0, Vec::len);
-        (0..targets)
-            .map(|target| self.masks.targets.iter().flat_map(|image| image[target].iter().copied()).collect())
-            .collect()
+        self.masks.targets_flat()
     }
 }
 

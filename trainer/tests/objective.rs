@@ -5,7 +5,7 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
 use jepa_shared::rng::KeyedRng;
 use jepa_shared::vit::VitConfig;
 use jepa_shared::{MaskConfig, MultiBlockMasks};
@@ -29,17 +29,8 @@ fn fixed_batch(batch: usize) -> DeviceBatch<B> {
     let sampler =
         MultiBlockMasks::new(MaskConfig { num_targets: 2, min_keep: 2, ..MaskConfig::default() }, 4, 4).unwrap();
     let masks = sampler.sample_batch(1, 0, 0, batch);
-    let index = |rows: Vec<Vec<u32>>| {
-        let width = rows[0].len();
-        let values: Vec<i64> = rows.into_iter().flatten().map(i64::from).collect();
-        Tensor::<B, 2, Int>::from_data(TensorData::new(values, [batch, width]), &device)
-    };
-    let targets = (0..2).map(|block| index(masks.targets.iter().map(|image| image[block].clone()).collect())).collect();
-    DeviceBatch {
-        images: Tensor::from_data(TensorData::new(pixels, [batch, 3, 16, 16]), &device),
-        context_idx: index(masks.context.clone()),
-        target_idx: targets,
-    }
+    let images = Tensor::from_data(TensorData::new(pixels, [batch, 3, 16, 16]), &device);
+    DeviceBatch::with_masks(images, &masks, &device)
 }
 
 fn rows(batch: &DeviceBatch<B>, range: std::ops::Range<usize>) -> DeviceBatch<B> {
