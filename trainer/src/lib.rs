@@ -20,11 +20,13 @@
 //! - [`step`]: one optimizer step (accumulation, clipping, AdamW, EMA);
 //! - [`checkpoint`]: atomic checkpoints with everything resume needs;
 //! - [`training`]: the loop, its metrics table and its run folder;
-//! - [`prometheus`]: the optional scrape endpoint for the same metrics.
+//! - [`prometheus`]: the optional scrape endpoint for the same metrics;
+//! - [`cuda`]: the driver check the `cuda` builds run before their first tensor.
 
 pub mod augment;
 pub mod checkpoint;
 pub mod config;
+pub mod cuda;
 pub mod ema;
 mod epoch_reader;
 pub mod model;

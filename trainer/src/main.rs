@@ -82,30 +82,7 @@ fn main() -> anyhow::Result<()> {
 /// burn-cuda loads the driver at the first tensor and panics without one: look first.
 #[cfg(feature = "cuda")]
 fn check_device() -> anyhow::Result<()> {
-    let mut folders: Vec<PathBuf> = std::env::var("LD_LIBRARY_PATH")
-        .unwrap_or_default()
-        .split(':')
-        .filter(|folder| !folder.is_empty())
-        .map(PathBuf::from)
-        .collect();
-    folders.extend(
-        [
-            "/usr/lib/x86_64-linux-gnu",
-            "/usr/lib64",
-            "/usr/lib",
-            "/usr/local/cuda/lib64",
-            "/usr/local/cuda/compat",
-            "/usr/lib/wsl/lib",
-        ]
-        .map(PathBuf::from),
-    );
-    if folders.iter().any(|folder| folder.join("libcuda.so.1").exists() || folder.join("libcuda.so").exists()) {
-        return Ok(());
-    }
-    bail!(
-        "this `train` was built with the `cuda` feature, but no CUDA driver (libcuda.so.1) was found \
-         in LD_LIBRARY_PATH or the usual folders; install the NVIDIA driver or use the CPU build"
-    )
+    jepa_trainer::cuda::check_driver("train").map_err(anyhow::Error::msg)
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -38,6 +38,29 @@ impl<B: Backend> IJepa<B> {
     pub fn new(encoder: &VitConfig, predictor: &PredictorConfig, device: &B::Device) -> Self {
         Self { context_encoder: encoder.init(device), predictor: predictor.init(encoder, device) }
     }
+
+    /// The model a run with `seed` starts from, identical whichever thread builds it: the
+    /// training loop's starting point and the probe's random-init baseline.
+    pub fn seeded(encoder: &VitConfig, predictor: &PredictorConfig, seed: u64, device: &B::Device) -> Self {
+        // Burn's backends keep one process-wide RNG and initialise parameters lazily, at
+        // first use: seed and draw every parameter now, under a lock, so runs in other
+        // threads cannot interleave their draws with this one's.
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _lock = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        B::seed(device, seed);
+        let model = Self::new(encoder, predictor, device);
+        model.visit(&mut Materialize);
+        model
+    }
+}
+
+/// Touches every parameter so its lazy initialiser runs now.
+struct Materialize;
+
+impl<B: Backend> burn::module::ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
 }
 
 /// One loader batch on the device: normalised images and the mask indices.

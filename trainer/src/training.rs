@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module};
+use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use jepa_shared::metrics_table::{MetricsTable, StepRecorder};
 use jepa_shared::{Dataset, MultiBlockMasks, ShardError};
@@ -156,17 +156,7 @@ pub fn train<B: AutodiffBackend>(
     loader_config.seed = config.seed;
     loader_config.epochs = None;
 
-    let model = {
-        // Burn's backends keep one process-wide RNG and initialise parameters lazily, at
-        // first use: seed and draw every parameter now, under a lock, so runs in other
-        // threads cannot interleave their draws with this run's init.
-        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _lock = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        B::seed(device, config.seed);
-        let model = IJepa::<B>::new(&vit, &config.predictor, device);
-        model.visit(&mut Materialize);
-        model
-    };
+    let model = IJepa::<B>::seeded(&vit, &config.predictor, config.seed, device);
     let fresh = Trainable { target_encoder: model.context_encoder.valid(), model, optimizer: AdamW::default() };
     let metrics_path = run_dir.join("metrics.parquet");
     let (mut parts, state, mut table) = match &resume_from {
@@ -274,15 +264,6 @@ pub fn train<B: AutodiffBackend>(
         images_per_second: images_done as f64 / elapsed.max(1e-9),
         last_checkpoint: last_checkpoint.expect("a checkpoint is written at the last step"),
     })
-}
-
-/// Touches every parameter so its lazy initialiser runs now.
-struct Materialize;
-
-impl<B: burn::tensor::backend::Backend> burn::module::ModuleVisitor<B> for Materialize {
-    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<B, D>>) {
-        let _ = param.val();
-    }
 }
 
 fn progress_bar(visible: bool, position: u64, length: u64) -> indicatif::ProgressBar {
