@@ -1,0 +1,161 @@
+//! Weighted k-nearest neighbours on frozen features (Wu et al. 2018, as DINO evaluates):
+//! cosine similarity to every train feature, the `k` most similar vote, each with weight
+//! `exp(similarity / temperature)`. No fitting, so nothing to tune.
+
+use burn::backend::NdArray;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::features::FeatureTable;
+use crate::heldout::Classifier;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KnnSettings {
+    pub k: usize,
+    pub temperature: f32,
+}
+
+impl Default for KnnSettings {
+    fn default() -> Self {
+        Self { k: 20, temperature: 0.07 }
+    }
+}
+
+/// Queries are compared with the train set this many at a time (bounds the similarity block).
+const QUERY_CHUNK: usize = 512;
+
+pub struct Knn {
+    /// `[dim, rows]`: the L2-normalised train features, transposed for one matmul per chunk.
+    train_t: Tensor<NdArray<f32>, 2>,
+    labels: Vec<i32>,
+    classes: usize,
+    dim: usize,
+    settings: KnnSettings,
+}
+
+impl Knn {
+    pub fn new(train: &FeatureTable, classes: usize, settings: KnnSettings) -> Self {
+        let device = Default::default();
+        let normalised = l2_normalised(train);
+        let train_t =
+            Tensor::<NdArray<f32>, 2>::from_data(TensorData::new(normalised, [train.len(), train.dim]), &device)
+                .transpose();
+        Self { train_t, labels: train.labels.clone(), classes, dim: train.dim, settings }
+    }
+
+    /// Class votes for each query row, `[rows × classes]`.
+    pub fn votes(&self, queries: &FeatureTable) -> Vec<f32> {
+        assert_eq!(queries.dim, self.dim, "query features have another size than the train features");
+        let device = Default::default();
+        let normalised = l2_normalised(queries);
+        let rows = self.labels.len();
+        let k = self.settings.k.min(rows);
+        let mut votes = vec![0f32; queries.len() * self.classes];
+        let mut order: Vec<usize> = Vec::with_capacity(rows);
+        for (chunk_index, chunk) in normalised.chunks(QUERY_CHUNK * self.dim).enumerate() {
+            let count = chunk.len() / self.dim;
+            let query =
+                Tensor::<NdArray<f32>, 2>::from_data(TensorData::new(chunk.to_vec(), [count, self.dim]), &device);
+            let similarity = query.matmul(self.train_t.clone()).into_data().into_vec::<f32>().expect("f32");
+            for (offset, row) in similarity.chunks_exact(rows).enumerate() {
+                order.clear();
+                order.extend(0..rows);
+                // Most similar first; equal similarities go to the lower train index.
+                let descending = |a: &usize, b: &usize| row[*b].total_cmp(&row[*a]).then(a.cmp(b));
+                if k < rows {
+                    order.select_nth_unstable_by(k - 1, descending);
+                }
+                let query_row = chunk_index * QUERY_CHUNK + offset;
+                let out = &mut votes[query_row * self.classes..(query_row + 1) * self.classes];
+                for &neighbour in &order[..k] {
+                    out[self.labels[neighbour] as usize] += (row[neighbour] / self.settings.temperature).exp();
+                }
+            }
+        }
+        votes
+    }
+}
+
+impl Classifier for Knn {
+    fn predict(&self, features: &FeatureTable) -> Vec<i32> {
+        self.votes(features).chunks_exact(self.classes).map(argmax).collect()
+    }
+}
+
+/// The first index of the largest value.
+pub fn argmax(values: &[f32]) -> i32 {
+    let mut best = 0;
+    for (index, value) in values.iter().enumerate() {
+        if *value > values[best] {
+            best = index;
+        }
+    }
+    best as i32
+}
+
+fn l2_normalised(table: &FeatureTable) -> Vec<f32> {
+    let mut values = table.values.clone();
+    for row in values.chunks_exact_mut(table.dim) {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|v| *v /= norm);
+    }
+    values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(rows: &[(&[f32], i32)]) -> FeatureTable {
+        let mut table = FeatureTable::new(rows[0].0.len());
+        for (id, (feature, label)) in rows.iter().enumerate() {
+            table.push(id as u64, *label, feature);
+        }
+        table
+    }
+
+    #[test]
+    fn knn_votes_follow_cosine_neighbours_weighted_by_temperature() {
+        // Two train points of class 0 at 0° and 90°, one of class 1 at 30°; query at 20°.
+        let degrees = |angle: f32| {
+            let radians = angle.to_radians();
+            vec![radians.cos(), radians.sin()]
+        };
+        let (a, b, c) = (degrees(0.0), degrees(90.0), degrees(30.0));
+        let train = table(&[(&a, 0), (&b, 0), (&c, 1)]);
+        let query_feature: Vec<f32> = degrees(20.0).iter().map(|v| v * 5.0).collect(); // length must not matter
+        let query = table(&[(&query_feature, 1)]);
+
+        // k = 2: the neighbours are 30° (class 1) and 0° (class 0).
+        let knn = Knn::new(&train, 2, KnnSettings { k: 2, temperature: 0.07 });
+        let votes = knn.votes(&query);
+        let expected_0 = (20f32.to_radians().cos() / 0.07).exp();
+        let expected_1 = (10f32.to_radians().cos() / 0.07).exp();
+        assert!((votes[0] / expected_0 - 1.0).abs() < 1e-4, "{votes:?}");
+        assert!((votes[1] / expected_1 - 1.0).abs() < 1e-4, "{votes:?}");
+        assert_eq!(knn.predict(&query), vec![1]);
+
+        // k = 3 with a hot temperature: two class-0 votes of about 1 outweigh one class-1 vote.
+        let knn = Knn::new(&train, 2, KnnSettings { k: 3, temperature: 100.0 });
+        assert_eq!(knn.predict(&query), vec![0]);
+    }
+
+    #[test]
+    fn knn_recovers_the_class_of_noisy_copies_of_train_points() {
+        // 3 well-separated class centres in 8-D; queries are perturbed centres.
+        let centre = |class: usize| (0..8).map(|i| if i % 3 == class { 1.0 } else { 0.05 }).collect::<Vec<f32>>();
+        let mut train = FeatureTable::new(8);
+        for copy in 0..30u64 {
+            let class = (copy % 3) as usize;
+            let feature: Vec<f32> =
+                centre(class).iter().enumerate().map(|(i, v)| v + 0.01 * ((copy + i as u64) % 5) as f32).collect();
+            train.push(copy, class as i32, &feature);
+        }
+        let mut queries = FeatureTable::new(8);
+        for class in 0..3 {
+            let feature: Vec<f32> = centre(class).iter().map(|v| v * 2.0 + 0.02).collect();
+            queries.push(class as u64, class as i32, &feature);
+        }
+        let knn = Knn::new(&train, 3, KnnSettings::default());
+        assert_eq!(knn.predict(&queries), vec![0, 1, 2]);
+    }
+}

@@ -1,0 +1,269 @@
+//! `probe`: frozen-encoder evaluation of a trained run.
+//!
+//! ```text
+//! probe features --run runs/demo-fashion [--encoder random] [--checkpoint step-N] [--layers 4]
+//! probe linear   --run runs/demo-fashion [--encoder random] [--protocol NAME]…
+//! probe knn      --run runs/demo-fashion [--k 20] [--temperature 0.07]
+//! probe report   --run runs/demo-fashion
+//! probe all      --run runs/demo-fashion [--require-pretrained-better]
+//! ```
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use jepa_probe::evaluate::{Probe, run_probe, write_outcome};
+use jepa_probe::knn::KnnSettings;
+use jepa_probe::linear::LinearSettings;
+use jepa_probe::pipeline::{EvaluateOptions, FeatureOptions, evaluate_all, write_features};
+use jepa_probe::report::{Report, summary_table, write_report};
+use jepa_probe::{EncoderKind, RunFolder};
+
+#[cfg(feature = "cuda")]
+type Device = burn::backend::Cuda<f32>;
+#[cfg(not(feature = "cuda"))]
+type Device = burn::backend::NdArray<f32>;
+
+#[derive(Parser)]
+#[command(about = "Evaluate a trained run's frozen encoder: features, linear probe, kNN, report")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The run folder, e.g. runs/demo-fashion
+    #[arg(long)]
+    run: PathBuf,
+    /// Dataset root, when it is not where the run's config says
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    /// No progress bars or timings
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct FeatureArgs {
+    /// Checkpoint: `step-00000937`, a step number or a path (default: the latest)
+    #[arg(long)]
+    checkpoint: Option<String>,
+    /// Concatenate the average-pooled outputs of the last N blocks
+    #[arg(long, default_value_t = 1)]
+    layers: usize,
+    /// Images per forward pass (64 was fastest on 2 CPU cores; raise it on a GPU)
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Batches encoded in parallel, one per thread (default: one per core)
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args)]
+struct LinearArgs {
+    /// Learning rates to try on the validation part of train
+    #[arg(long, value_delimiter = ',', default_values_t = LinearSettings::default().learning_rates)]
+    learning_rates: Vec<f64>,
+    /// Weight decays to try
+    #[arg(long, value_delimiter = ',', default_values_t = LinearSettings::default().weight_decays)]
+    weight_decays: Vec<f64>,
+    #[arg(long, default_value_t = LinearSettings::default().epochs)]
+    epochs: usize,
+    /// Share of train held back for the choice
+    #[arg(long, default_value_t = LinearSettings::default().validation_fraction)]
+    validation_fraction: f64,
+}
+
+impl LinearArgs {
+    fn settings(&self) -> LinearSettings {
+        LinearSettings {
+            learning_rates: self.learning_rates.clone(),
+            weight_decays: self.weight_decays.clone(),
+            epochs: self.epochs,
+            validation_fraction: self.validation_fraction,
+            ..LinearSettings::default()
+        }
+    }
+}
+
+#[derive(Args)]
+struct KnnArgs {
+    #[arg(long, default_value_t = KnnSettings::default().k)]
+    k: usize,
+    #[arg(long, default_value_t = KnnSettings::default().temperature)]
+    temperature: f32,
+}
+
+impl KnnArgs {
+    fn settings(&self) -> KnnSettings {
+        KnnSettings { k: self.k, temperature: self.temperature }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Average-pooled features of the train and test splits → <run>/features[-random]/<split>.parquet
+    Features {
+        #[command(flatten)]
+        run: RunArgs,
+        #[arg(long, value_enum, default_value_t = EncoderKind::Pretrained)]
+        encoder: EncoderKind,
+        #[command(flatten)]
+        features: FeatureArgs,
+    },
+    /// Linear probe on frozen features → <run>/probe/predictions/<encoder>-linear.parquet
+    Linear {
+        #[command(flatten)]
+        run: RunArgs,
+        #[arg(long, value_enum, default_value_t = EncoderKind::Pretrained)]
+        encoder: EncoderKind,
+        /// Protocols to run (default: all the dataset supports)
+        #[arg(long = "protocol")]
+        protocols: Vec<String>,
+        #[command(flatten)]
+        linear: LinearArgs,
+    },
+    /// Weighted cosine kNN → <run>/probe/predictions/<encoder>-knn.parquet
+    Knn {
+        #[command(flatten)]
+        run: RunArgs,
+        #[arg(long, value_enum, default_value_t = EncoderKind::Pretrained)]
+        encoder: EncoderKind,
+        #[arg(long = "protocol")]
+        protocols: Vec<String>,
+        #[command(flatten)]
+        knn: KnnArgs,
+    },
+    /// Scores, confusion matrices, report.md and plots from every prediction file
+    Report {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Features for the pretrained and random-init encoders, both probes, and the report
+    All {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        features: FeatureArgs,
+        #[arg(long = "protocol")]
+        protocols: Vec<String>,
+        #[command(flatten)]
+        linear: LinearArgs,
+        #[command(flatten)]
+        knn: KnnArgs,
+        /// Fail unless the pretrained encoder's linear-probe accuracy beats the random-init one's
+        #[arg(long)]
+        require_pretrained_better: bool,
+    },
+}
+
+fn open(args: &RunArgs) -> anyhow::Result<RunFolder> {
+    let mut run = RunFolder::open(&args.run)?;
+    if let Some(dataset) = &args.dataset {
+        run.config.dataset = dataset.clone();
+    }
+    Ok(run)
+}
+
+fn feature_options(args: &FeatureArgs, run: &RunArgs) -> FeatureOptions {
+    FeatureOptions {
+        checkpoint: args.checkpoint.clone(),
+        layers: args.layers,
+        batch_size: args.batch_size,
+        threads: args.threads.unwrap_or(FeatureOptions::default().threads),
+        progress: !run.quiet,
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    check_device()?;
+    let device = Default::default();
+    match cli.command {
+        Command::Features { run: args, encoder, features } => {
+            let run = open(&args)?;
+            for path in write_features::<Device>(&run, encoder, &feature_options(&features, &args), &device)? {
+                println!("{}", path.display());
+            }
+        }
+        Command::Linear { run: args, encoder, protocols, linear } => {
+            probe(&open(&args)?, encoder, &Probe::Linear(linear.settings()), &protocols)?;
+        }
+        Command::Knn { run: args, encoder, protocols, knn } => {
+            probe(&open(&args)?, encoder, &Probe::Knn(knn.settings()), &protocols)?;
+        }
+        Command::Report { run: args } => {
+            let report = write_report(&open(&args)?)?;
+            print_report(&report);
+        }
+        Command::All { run: args, features, protocols, linear, knn, require_pretrained_better } => {
+            let run = open(&args)?;
+            let options = EvaluateOptions {
+                features: feature_options(&features, &args),
+                linear: linear.settings(),
+                knn: knn.settings(),
+                protocols,
+            };
+            let report = evaluate_all::<Device>(&run, &options, &device)?;
+            print_report(&report);
+            if require_pretrained_better {
+                require_better(&report)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn probe(run: &RunFolder, encoder: EncoderKind, probe: &Probe, protocols: &[String]) -> anyhow::Result<()> {
+    let outcome = run_probe(run, encoder, probe, protocols)?;
+    write_outcome(run, encoder, probe, &outcome)?;
+    for (task, predictions) in &outcome.evaluations {
+        let fold = task.fold.map(|fold| format!(" fold {fold}")).unwrap_or_default();
+        println!(
+            "{} {} {}{fold}: accuracy {:.2}%",
+            task.encoder,
+            task.probe,
+            task.protocol,
+            100.0 * predictions.accuracy()
+        );
+    }
+    Ok(())
+}
+
+fn print_report(report: &Report) {
+    println!("{}", summary_table(&report.summary));
+    println!("report: {}", report.markdown.display());
+}
+
+/// Every protocol's pretrained linear accuracy must exceed the random-init one's.
+fn require_better(report: &Report) -> anyhow::Result<()> {
+    let linear = |encoder: &str, protocol: &str| {
+        report.summary.iter().find(|row| row.encoder == encoder && row.probe == "linear" && row.protocol == protocol)
+    };
+    let mut protocols: Vec<&str> = report.summary.iter().map(|row| row.protocol.as_str()).collect();
+    protocols.dedup();
+    for protocol in protocols {
+        let pretrained = linear("pretrained", protocol).context("no pretrained linear-probe result")?;
+        let random = linear("random", protocol).context("no random-init linear-probe result")?;
+        if pretrained.accuracy <= random.accuracy {
+            bail!(
+                "{protocol}: the pretrained encoder's linear-probe accuracy {:.2}% does not beat the random-init \
+                 encoder's {:.2}%",
+                100.0 * pretrained.accuracy,
+                100.0 * random.accuracy
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(feature = "cuda")]
+fn check_device() -> anyhow::Result<()> {
+    jepa_trainer::cuda::check_driver("probe").map_err(anyhow::Error::msg)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn check_device() -> anyhow::Result<()> {
+    Ok(())
+}

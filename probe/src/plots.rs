@@ -1,0 +1,314 @@
+//! The report's PNGs (plotters, bitmap backend): training curves from `metrics.parquet`,
+//! the pretrained encoder's linear-probe confusion matrix, and per-class accuracy of the
+//! pretrained against the random-init encoder.
+//!
+//! Text is drawn with a TrueType font read at run time (`JEPA_FONT`, else DejaVu Sans or
+//! Liberation Sans from the usual Debian folders), so no font library is linked.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use polars::prelude::*;
+
+use crate::error::{ProbeError, Result};
+use crate::run::RunFolder;
+
+const FONT_FAMILY: &str = "sans-serif";
+const FONT_CANDIDATES: [&str; 4] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+];
+
+/// Registers a font once per process.
+fn ensure_font() -> Result<()> {
+    static REGISTERED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            let mut candidates: Vec<PathBuf> = std::env::var_os("JEPA_FONT").map(PathBuf::from).into_iter().collect();
+            candidates.extend(FONT_CANDIDATES.iter().map(PathBuf::from));
+            let Some(path) = candidates.iter().find(|path| path.exists()) else {
+                return Err(format!(
+                    "no TrueType font for the plots (looked at {}); install Debian's fonts-dejavu-core \
+                     or set JEPA_FONT to a .ttf file",
+                    candidates.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(", ")
+                ));
+            };
+            let bytes = std::fs::read(path).map_err(|error| format!("{}: {error}", path.display()))?;
+            // plotters keeps fonts for the whole process; so does this one.
+            plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
+                .map_err(|_| format!("{}: not a TrueType font plotters can read", path.display()))
+        })
+        .clone()
+        .map_err(|problem| ProbeError::bad(Path::new("plots"), problem))
+}
+
+fn plot_error(path: &Path) -> impl Fn(String) -> ProbeError + '_ {
+    move |problem| ProbeError::bad(path, problem)
+}
+
+/// Draws every plot the data allows; returns the files written.
+pub fn draw_all(
+    run: &RunFolder,
+    per_class: &DataFrame,
+    confusion: &DataFrame,
+    class_names: &[String],
+) -> Result<Vec<PathBuf>> {
+    ensure_font()?;
+    let out = run.probe_dir();
+    let mut written = Vec::new();
+    let metrics = run.root.join("metrics.parquet");
+    if metrics.exists() {
+        let path = out.join("training_curves.png");
+        training_curves(&metrics, &path)?;
+        written.push(path);
+    }
+    let pretrained_linear = col("encoder").eq(lit("pretrained")).and(col("probe").eq(lit("linear")));
+    let cells = confusion
+        .clone()
+        .lazy()
+        .filter(pretrained_linear)
+        .group_by([col("protocol"), col("label"), col("predicted")])
+        .agg([col("count").sum()])
+        .collect()
+        .map_err(ProbeError::polars("confusion cells"))?;
+    if cells.height() > 0 {
+        let path = out.join("confusion.png");
+        confusion_matrix(&cells, class_names, &path)?;
+        written.push(path);
+    }
+    let path = out.join("per_class.png");
+    if per_class_accuracy(per_class, class_names, &path)? {
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// `count` segments, one per class. plotters' segmented ranges include their end, so
+/// `0..count - 1` is what holds classes `0..count`.
+fn segments(count: usize) -> plotters::coord::ranged1d::SegmentedCoord<plotters::coord::types::RangedCoordusize> {
+    (0..count.max(1) - 1).into_segmented()
+}
+
+fn float_column(frame: &DataFrame, name: &str) -> Vec<Option<f64>> {
+    frame
+        .column(name)
+        .ok()
+        .and_then(|column| column.cast(&DataType::Float64).ok())
+        .map(|column| column.f64().map(|values| values.iter().collect()).unwrap_or_default())
+        .unwrap_or_default()
+}
+
+fn text_column(frame: &DataFrame, name: &str) -> Vec<String> {
+    frame
+        .column(name)
+        .ok()
+        .and_then(|column| column.str().ok().map(|values| values.iter().map(|v| v.unwrap_or("").to_string()).collect()))
+        .unwrap_or_default()
+}
+
+/// Loss, learning rate, weight decay and EMA momentum against the optimizer step.
+fn training_curves(metrics: &Path, path: &Path) -> Result<()> {
+    let text = metrics.to_str().ok_or_else(|| ProbeError::bad(metrics, "is not valid UTF-8"))?;
+    let frame = LazyFrame::scan_parquet(PlRefPath::new(text), ScanArgsParquet::default())
+        .and_then(|frame| {
+            frame.select([col("step"), col("loss"), col("lr"), col("weight_decay"), col("ema_momentum")]).collect()
+        })
+        .map_err(ProbeError::polars(metrics.display().to_string()))?;
+    let steps: Vec<f64> = float_column(&frame, "step").into_iter().map(|v| v.unwrap_or(0.0)).collect();
+    let root = BitMapBackend::new(path, (1200, 800)).into_drawing_area();
+    let draw = || -> std::result::Result<(), String> {
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let panels = root.split_evenly((2, 2));
+        let series = [
+            ("loss", "loss"),
+            ("lr", "learning rate"),
+            ("weight_decay", "weight decay"),
+            ("ema_momentum", "EMA momentum"),
+        ];
+        for (panel, (column, title)) in panels.iter().zip(series) {
+            let values = float_column(&frame, column);
+            let points: Vec<(f64, f64)> = steps
+                .iter()
+                .zip(&values)
+                .filter_map(|(step, value)| value.filter(|v| v.is_finite()).map(|v| (*step, v)))
+                .collect();
+            line_panel(panel, title, &points).map_err(|e| e.to_string())?;
+        }
+        root.present().map_err(|e| e.to_string())
+    };
+    draw().map_err(plot_error(path))
+}
+
+fn line_panel(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    title: &str,
+    points: &[(f64, f64)],
+) -> std::result::Result<(), String> {
+    let x_max = points.iter().map(|p| p.0).fold(1.0, f64::max);
+    let (low, high) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+    let (low, high) = if low.is_finite() { (low, high) } else { (0.0, 1.0) };
+    let pad = ((high - low) * 0.05).max(high.abs() * 1e-6).max(1e-12);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT_FAMILY, 22))
+        .margin(12)
+        .x_label_area_size(35)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_max, (low - pad)..(high + pad))
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("optimizer step")
+        .label_style((FONT_FAMILY, 13))
+        .y_label_formatter(&|v| format!("{v:.3e}"))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    chart.draw_series(LineSeries::new(points.iter().copied(), &BLUE)).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// A heat map of the first protocol's cells, each row scaled by its label's count.
+fn confusion_matrix(cells: &DataFrame, class_names: &[String], path: &Path) -> Result<()> {
+    let protocols = text_column(cells, "protocol");
+    let first = protocols.iter().min().cloned().unwrap_or_default();
+    let labels = float_column(cells, "label");
+    let predicted = float_column(cells, "predicted");
+    let counts = float_column(cells, "count");
+    let classes = labels.iter().chain(&predicted).flatten().fold(class_names.len(), |n, &c| n.max(c as usize + 1));
+    let mut matrix = vec![vec![0.0f64; classes]; classes];
+    for row in 0..cells.height() {
+        if protocols[row] == first
+            && let (Some(label), Some(predicted), Some(count)) = (labels[row], predicted[row], counts[row])
+        {
+            matrix[label as usize][predicted as usize] += count;
+        }
+    }
+    let name = |class: usize| class_names.get(class).cloned().unwrap_or_else(|| class.to_string());
+    let root = BitMapBackend::new(path, (900, 820)).into_drawing_area();
+    let draw = || -> std::result::Result<(), Box<dyn std::error::Error + '_>> {
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("{first}: pretrained encoder, linear probe (rows: true class)"), (FONT_FAMILY, 20))
+            .margin(15)
+            .x_label_area_size(50)
+            .y_label_area_size(130)
+            .build_cartesian_2d(segments(classes), segments(classes))?;
+        // Rows read top-down in class order; columns carry the class index only.
+        let label = |value: &SegmentValue<usize>| match value {
+            SegmentValue::CenterOf(row) if *row < classes => format!("{} {}", classes - 1 - row, name(classes - 1 - row)),
+            _ => String::new(),
+        };
+        let x_label = |value: &SegmentValue<usize>| match value {
+            SegmentValue::CenterOf(class) if *class < classes => class.to_string(),
+            _ => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(classes)
+            .y_labels(classes)
+            .x_label_formatter(&x_label)
+            .y_label_formatter(&label)
+            .label_style((FONT_FAMILY, 13))
+            .x_desc("predicted class")
+            .draw()?;
+        for (true_class, row) in matrix.iter().enumerate() {
+            let total: f64 = row.iter().sum::<f64>().max(1.0);
+            let y = classes - 1 - true_class;
+            for (predicted_class, &count) in row.iter().enumerate() {
+                let share = count / total;
+                let shade = (255.0 * (1.0 - share)) as u8;
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    [
+                        (SegmentValue::Exact(predicted_class), SegmentValue::Exact(y)),
+                        (SegmentValue::Exact(predicted_class + 1), SegmentValue::Exact(y + 1)),
+                    ],
+                    RGBColor(shade, shade, 255).filled(),
+                )))?;
+                let colour = if share > 0.5 { &WHITE } else { &BLACK };
+                chart.draw_series(std::iter::once(Text::new(
+                    format!("{count:.0}"),
+                    (SegmentValue::CenterOf(predicted_class), SegmentValue::CenterOf(y)),
+                    (FONT_FAMILY, 12).into_font().color(colour),
+                )))?;
+            }
+        }
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|error| ProbeError::bad(path, error.to_string()))
+}
+
+/// Linear-probe accuracy per class on the first protocol, pretrained beside random.
+/// Returns whether anything was drawn.
+fn per_class_accuracy(per_class: &DataFrame, class_names: &[String], path: &Path) -> Result<bool> {
+    let linear = per_class
+        .clone()
+        .lazy()
+        .filter(col("probe").eq(lit("linear")))
+        .group_by([col("protocol"), col("encoder"), col("class")])
+        .agg([col("recall").mean()])
+        .collect()
+        .map_err(ProbeError::polars("per-class accuracy"))?;
+    let protocols = text_column(&linear, "protocol");
+    let Some(first) = protocols.iter().min().cloned() else { return Ok(false) };
+    let encoders = text_column(&linear, "encoder");
+    let classes = float_column(&linear, "class");
+    let recall = float_column(&linear, "recall");
+    let count = classes.iter().flatten().fold(class_names.len(), |n, &c| n.max(c as usize + 1));
+    let mut bars = vec![[None::<f64>; 2]; count];
+    for row in 0..linear.height() {
+        if protocols[row] == first
+            && let (Some(class), Some(value)) = (classes[row], recall[row])
+        {
+            bars[class as usize][usize::from(encoders[row] == "random")] = Some(value);
+        }
+    }
+    let name = |class: usize| class_names.get(class).cloned().unwrap_or_else(|| class.to_string());
+    let root = BitMapBackend::new(path, (1100, 650)).into_drawing_area();
+    let draw = || -> std::result::Result<(), Box<dyn std::error::Error + '_>> {
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("{first}: linear-probe accuracy per class (blue: pretrained, grey: random init)"),
+                (FONT_FAMILY, 20),
+            )
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(segments(count), 0.0..1.0)?;
+        let x_label = |value: &SegmentValue<usize>| match value {
+            SegmentValue::CenterOf(class) if *class < count => name(*class).chars().take(12).collect(),
+            _ => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(count)
+            .x_label_formatter(&x_label)
+            .y_desc("accuracy")
+            .label_style((FONT_FAMILY, 13))
+            .draw()?;
+        for (class, [pretrained, random]) in bars.iter().enumerate() {
+            if let Some(value) = pretrained {
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    [(SegmentValue::Exact(class), 0.0), (SegmentValue::CenterOf(class), *value)],
+                    BLUE.filled(),
+                )))?;
+            }
+            if let Some(value) = random {
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    [(SegmentValue::CenterOf(class), 0.0), (SegmentValue::Exact(class + 1), *value)],
+                    RGBColor(150, 150, 150).filled(),
+                )))?;
+            }
+        }
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|error| ProbeError::bad(path, error.to_string()))?;
+    Ok(true)
+}

@@ -1,0 +1,335 @@
+//! The report: every probe's predictions of a run, queried with polars into
+//! `runs/<name>/probe/{predictions,summary,per_task,per_class,confusion}.parquet`, a
+//! one-page `report.md`, and its plots.
+//!
+//! `summary.parquet` holds the headline numbers, one row per (encoder, probe, protocol):
+//! `accuracy` and `macro_f1` as fractions (means over folds where a protocol has folds),
+//! `accuracy_std`, `macro_f1_std` and `folds`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use crate::error::{ProbeError, Result};
+use crate::evaluate::{manifest, write_parquet};
+use crate::features::write_atomically;
+use crate::plots;
+use crate::protocol::{TEST_SPLIT, TRAIN_SPLIT};
+use crate::run::{EncoderKind, RunFolder};
+use crate::scores;
+
+/// One headline number, as `summary.parquet` holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryRow {
+    pub encoder: String,
+    pub probe: String,
+    pub protocol: String,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub accuracy_std: Option<f64>,
+    pub folds: i32,
+}
+
+/// What `report` wrote.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub summary: Vec<SummaryRow>,
+    pub markdown: PathBuf,
+}
+
+fn scan(path: &Path) -> Result<LazyFrame> {
+    let text = path.to_str().ok_or_else(|| ProbeError::bad(path, "is not valid UTF-8"))?;
+    LazyFrame::scan_parquet(PlRefPath::new(text), ScanArgsParquet::default())
+        .map_err(ProbeError::polars(path.display().to_string()))
+}
+
+fn collect(frame: LazyFrame, what: &str) -> Result<DataFrame> {
+    frame.collect().map_err(ProbeError::polars(what.to_string()))
+}
+
+/// Every `probe/predictions/*.parquet` of the run, as one frame.
+pub fn all_predictions(run: &RunFolder) -> Result<LazyFrame> {
+    let folder = run.probe_dir().join("predictions");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .map_err(|_| ProbeError::bad(&folder, "missing: run `probe linear` or `probe knn` first"))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|extension| extension == "parquet"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(ProbeError::bad(&folder, "holds no predictions: run `probe linear` or `probe knn` first"));
+    }
+    let frames = files.iter().map(|path| scan(path)).collect::<Result<Vec<_>>>()?;
+    concat(frames, UnionArgs::default()).map_err(ProbeError::polars(folder.display().to_string()))
+}
+
+pub fn summary_rows(summary: &DataFrame) -> Result<Vec<SummaryRow>> {
+    let text = |name: &str| -> Result<Vec<String>> {
+        Ok(summary
+            .column(name)
+            .and_then(|column| column.str().cloned())
+            .map_err(ProbeError::polars(format!("summary column `{name}`")))?
+            .iter()
+            .map(|value| value.unwrap_or_default().to_string())
+            .collect())
+    };
+    let number = |name: &str| -> Result<Vec<Option<f64>>> {
+        Ok(summary
+            .column(name)
+            .and_then(|column| column.cast(&DataType::Float64))
+            .map_err(ProbeError::polars(format!("summary column `{name}`")))?
+            .f64()
+            .map_err(ProbeError::polars(format!("summary column `{name}`")))?
+            .iter()
+            .collect())
+    };
+    let (encoder, probe, protocol) = (text("encoder")?, text("probe")?, text("protocol")?);
+    let (accuracy, macro_f1, accuracy_std, folds) =
+        (number("accuracy")?, number("macro_f1")?, number("accuracy_std")?, number("folds")?);
+    Ok((0..summary.height())
+        .map(|row| SummaryRow {
+            encoder: encoder[row].clone(),
+            probe: probe[row].clone(),
+            protocol: protocol[row].clone(),
+            accuracy: accuracy[row].unwrap_or(f64::NAN),
+            macro_f1: macro_f1[row].unwrap_or(f64::NAN),
+            accuracy_std: accuracy_std[row],
+            folds: folds[row].unwrap_or(1.0) as i32,
+        })
+        .collect())
+}
+
+/// The headline table as Markdown.
+pub fn summary_table(rows: &[SummaryRow]) -> String {
+    let mut table = String::from("| protocol | probe | encoder | accuracy | macro F1 |\n|---|---|---|---:|---:|\n");
+    for row in rows {
+        let spread = row.accuracy_std.map(|std| format!(" ± {:.2}", 100.0 * std)).unwrap_or_default();
+        let _ = writeln!(
+            table,
+            "| {} | {} | {} | {:.2}%{spread} | {:.4} |",
+            row.protocol,
+            row.probe,
+            row.encoder,
+            100.0 * row.accuracy,
+            row.macro_f1
+        );
+    }
+    table
+}
+
+/// Writes the report's Parquet files, `report.md` and the plots.
+pub fn write_report(run: &RunFolder) -> Result<Report> {
+    let out = run.probe_dir();
+    let manifest = manifest(run)?;
+    let predictions = all_predictions(run)?;
+    let class_names = df!(
+        "class" => (0..manifest.class_names.len() as i32).collect::<Vec<_>>(),
+        "class_name" => manifest.class_names.clone(),
+    )
+    .map_err(ProbeError::polars("class names"))?;
+
+    let mut all = collect(
+        predictions.clone().sort(["encoder", "probe", "protocol", "fold", "id"], SortMultipleOptions::default()),
+        "predictions",
+    )?;
+    write_parquet(&out.join("predictions.parquet"), &mut all)?;
+    let predictions = all.lazy();
+    let mut summary = collect(scores::summary(predictions.clone()), "summary")?;
+    write_parquet(&out.join("summary.parquet"), &mut summary)?;
+    let mut per_task = collect(scores::per_task(predictions.clone()), "per-task scores")?;
+    write_parquet(&out.join("per_task.parquet"), &mut per_task)?;
+    let mut per_class = collect(
+        scores::per_class(predictions.clone()).join(
+            class_names.lazy(),
+            [col("class")],
+            [col("class")],
+            JoinArgs::new(JoinType::Left),
+        ),
+        "per-class scores",
+    )?;
+    write_parquet(&out.join("per_class.parquet"), &mut per_class)?;
+    let mut confusion = collect(scores::confusion(predictions), "confusion matrix")?;
+    write_parquet(&out.join("confusion.parquet"), &mut confusion)?;
+
+    let rows = summary_rows(&summary)?;
+    let plots = plots::draw_all(run, &per_class, &confusion, &manifest.class_names)?;
+    let markdown = markdown(run, &rows, &per_class, &plots)?;
+    let markdown_path = out.join("report.md");
+    write_atomically(&markdown_path, |mut file| {
+        use std::io::Write;
+        file.write_all(markdown.as_bytes()).map_err(ProbeError::io(&markdown_path))
+    })?;
+    Ok(Report { summary: rows, markdown: markdown_path })
+}
+
+/// `rows × dim` of a features file, with a polars query (the dim comes from the schema:
+/// the `feature` column reads as `Array(Float32, dim)`).
+fn feature_shape(path: &Path) -> Result<(u64, usize)> {
+    let mut frame = scan(path)?;
+    let schema = frame.collect_schema().map_err(ProbeError::polars(path.display().to_string()))?;
+    let dim = match schema.get("feature") {
+        Some(DataType::Array(_, dim)) => *dim,
+        other => return Err(ProbeError::bad(path, format!("`feature` is {other:?}, expected Array(Float32, dim)"))),
+    };
+    let rows = collect(frame.select([len().alias("rows")]), "feature rows")?;
+    let rows = rows.column("rows").ok().and_then(|column| column.get(0).ok()).and_then(|value| value.extract::<u64>());
+    Ok((rows.unwrap_or(0), dim))
+}
+
+/// Steps, loss and collapse check from the run's `metrics.parquet`.
+fn training_lines(run: &RunFolder) -> Result<Vec<String>> {
+    let path = run.root.join("metrics.parquet");
+    if !path.exists() {
+        return Ok(vec!["No `metrics.parquet` in the run folder.".into()]);
+    }
+    let stats = collect(
+        scan(&path)?.select([
+            len().alias("steps"),
+            col("loss").first().alias("first_loss"),
+            col("loss").tail(Some(50)).mean().alias("last_loss"),
+            col("target_feature_std").min().alias("std_min"),
+            col("target_feature_std").max().alias("std_max"),
+            col("images_per_second").median().alias("images_per_second"),
+        ]),
+        "training metrics",
+    )?;
+    let value = |name: &str| {
+        stats
+            .column(name)
+            .ok()
+            .and_then(|column| column.cast(&DataType::Float64).ok())
+            .and_then(|column| column.f64().ok().and_then(|values| values.get(0)))
+    };
+    Ok(vec![format!(
+        "{} optimizer steps; loss {:.3} at the first step, {:.3} over the last 50; target-feature std {:.2}–{:.2} \
+         (no collapse where it stays well above 0); median {:.0} images/s.",
+        value("steps").unwrap_or(0.0),
+        value("first_loss").unwrap_or(f64::NAN),
+        value("last_loss").unwrap_or(f64::NAN),
+        value("std_min").unwrap_or(f64::NAN),
+        value("std_max").unwrap_or(f64::NAN),
+        value("images_per_second").unwrap_or(f64::NAN),
+    )])
+}
+
+fn markdown(run: &RunFolder, rows: &[SummaryRow], per_class: &DataFrame, plots: &[PathBuf]) -> Result<String> {
+    let config = &run.config;
+    let vit = config.vit()?;
+    let mut text = String::new();
+    let _ = writeln!(text, "# {}: frozen-encoder evaluation\n", config.name);
+    let _ = writeln!(
+        text,
+        "Encoder: ViT `{}` (dim {}, depth {}, heads {}) at {} px with {} px patches, {} channel(s); \
+         dataset `{}`.\n",
+        config.encoder.preset,
+        vit.dim,
+        vit.depth,
+        vit.heads,
+        vit.image_size_px,
+        vit.patch_size_px,
+        vit.channels,
+        config.dataset.display()
+    );
+    text.push_str("## Headline\n\n");
+    text.push_str(&summary_table(rows));
+    text.push_str(
+        "\n`pretrained` is the run's target encoder; `random` the same config from the run's seed, never \
+         trained. Linear: softmax regression on standardised features, learning rate and weight decay chosen \
+         on 10% of train, retrained on all of train, evaluated once on test. kNN: cosine, k = 20, \
+         votes exp(sim / 0.07).\n\n",
+    );
+
+    text.push_str("## Features\n\n| encoder | split | rows | dim | from |\n|---|---|---:|---:|---|\n");
+    for encoder in EncoderKind::ALL {
+        for split in [TRAIN_SPLIT, TEST_SPLIT] {
+            let path = run.features_path(encoder, split);
+            if path.exists() {
+                let (rows, dim) = feature_shape(&path)?;
+                let source = crate::features::read_metadata(&path)?.get("checkpoint").cloned().unwrap_or("init".into());
+                let _ = writeln!(text, "| {encoder} | {split} | {rows} | {dim} | {source} |");
+            }
+        }
+    }
+
+    text.push_str("\n## Linear-probe selection\n\n| encoder | protocol | fold | lr | weight decay | validation accuracy |\n|---|---|---:|---:|---:|---:|\n");
+    for encoder in EncoderKind::ALL {
+        let path = crate::evaluate::selection_path(run, encoder);
+        if !path.exists() {
+            continue;
+        }
+        let chosen = collect(
+            scan(&path)?.filter(col("chosen")).sort(["protocol", "fold"], SortMultipleOptions::default()),
+            "selection",
+        )?;
+        for row in 0..chosen.height() {
+            let cell = |name: &str| {
+                chosen
+                    .column(name)
+                    .ok()
+                    .and_then(|column| column.get(row).ok())
+                    .map(|value| value.to_string())
+                    .unwrap_or_default()
+            };
+            let number = |name: &str| {
+                chosen
+                    .column(name)
+                    .ok()
+                    .and_then(|column| column.get(row).ok())
+                    .and_then(|value| value.extract::<f64>())
+                    .unwrap_or(f64::NAN)
+            };
+            let fold = cell("fold");
+            let _ = writeln!(
+                text,
+                "| {encoder} | {} | {} | {:e} | {:e} | {:.2}% |",
+                cell("protocol").trim_matches('"'),
+                if fold == "null" { "–".into() } else { fold },
+                number("learning_rate"),
+                number("weight_decay"),
+                100.0 * number("validation_accuracy"),
+            );
+        }
+    }
+
+    text.push_str("\n## Per-class accuracy (linear probe)\n\n");
+    let per_class_linear = collect(
+        per_class
+            .clone()
+            .lazy()
+            .filter(col("probe").eq(lit("linear")))
+            .group_by([col("protocol"), col("class"), col("class_name"), col("encoder")])
+            .agg([col("recall").mean()])
+            .sort(["protocol", "class", "encoder"], SortMultipleOptions::default()),
+        "per-class accuracy",
+    )?;
+    text.push_str("| protocol | class | pretrained | random |\n|---|---|---:|---:|\n");
+    let mut cells: std::collections::BTreeMap<(String, i64, String), [Option<f64>; 2]> = Default::default();
+    for row in 0..per_class_linear.height() {
+        let get = |name: &str| {
+            per_class_linear.column(name).ok().and_then(|column| column.get(row).ok().map(|v| v.into_static()))
+        };
+        let protocol = get("protocol").map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
+        let class = get("class").and_then(|v| v.extract::<i64>()).unwrap_or(-1);
+        let name = get("class_name").map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
+        let encoder = get("encoder").map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
+        let recall = get("recall").and_then(|v| v.extract::<f64>());
+        let slot = usize::from(encoder == "random");
+        cells.entry((protocol, class, name)).or_default()[slot] = recall;
+    }
+    for ((protocol, class, name), [pretrained, random]) in &cells {
+        let show = |value: &Option<f64>| value.map(|v| format!("{:.1}%", 100.0 * v)).unwrap_or("–".into());
+        let _ = writeln!(text, "| {protocol} | {class} {name} | {} | {} |", show(pretrained), show(random));
+    }
+
+    text.push_str("\n## Training\n\n");
+    for line in training_lines(run)? {
+        let _ = writeln!(text, "{line}\n");
+    }
+    for plot in plots {
+        if let Some(name) = plot.file_name().and_then(|name| name.to_str()) {
+            let _ = writeln!(text, "![{name}]({name})\n");
+        }
+    }
+    Ok(text)
+}

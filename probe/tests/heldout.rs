@@ -1,0 +1,93 @@
+//! The linear probe's choice of hyper-parameters must not depend on the test split: the
+//! same train features with two entirely different test files give the same search, and
+//! only the final predictions differ.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use jepa_probe::evaluate::{Probe, run_probe};
+use jepa_probe::features::FeatureTable;
+use jepa_probe::linear::LinearSettings;
+use jepa_probe::{EncoderKind, RunFolder};
+use jepa_shared::rng::KeyedRng;
+use jepa_shared::{DatasetWriter, ImageRecord, ShardLayout, SourceInfo};
+use jepa_trainer::config::RunConfig;
+
+/// A two-split dataset with a few images: the probe reads only its manifest here.
+fn write_manifest_dataset(root: &Path) {
+    let mut writer = DatasetWriter::create(root, ShardLayout::default()).unwrap();
+    for split in ["train", "test"] {
+        let mut split = writer.split(split).unwrap();
+        for id in 0..4 {
+            let record = ImageRecord {
+                id,
+                label: Some((id % 3) as i16),
+                height: 28,
+                width: 28,
+                channels: 1,
+                pixels: vec![0; 784],
+            };
+            split.push(&record).unwrap();
+        }
+        split.finish(None, 0).unwrap();
+    }
+    let source = SourceInfo {
+        kind: "fixture".into(),
+        location: "generated".into(),
+        sha256: "0".repeat(64),
+        options: BTreeMap::new(),
+    };
+    writer.commit("toy", source, vec!["a".into(), "b".into(), "c".into()]).unwrap();
+}
+
+/// Three noisy classes in 5-D.
+fn features(rows: usize, seed: u64, shift: f32) -> FeatureTable {
+    let mut rng = KeyedRng::new(&[seed]);
+    let mut table = FeatureTable::new(5);
+    for id in 0..rows as u64 {
+        let class = rng.below(3) as i32;
+        let feature: Vec<f32> = (0..5)
+            .map(|axis| if axis == class as usize { 1.0 } else { 0.0 } + shift + rng.uniform(-1.0, 1.0) as f32)
+            .collect();
+        table.push(id, class, &feature);
+    }
+    table
+}
+
+#[test]
+fn linear_probe_choice_is_the_same_whatever_the_test_split_holds() {
+    let folder = tempfile::tempdir().unwrap();
+    let dataset = folder.path().join("dataset");
+    write_manifest_dataset(&dataset);
+    let config = RunConfig::load(
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/demo-fashion.toml")),
+        &[format!("dataset=\"{}\"", dataset.display())],
+    )
+    .unwrap();
+    let run = RunFolder { root: folder.path().join("run"), config };
+    let no_metadata = HashMap::new();
+    features(600, 1, 0.0).write(&run.features_path(EncoderKind::Pretrained, "train"), &no_metadata).unwrap();
+    let settings = LinearSettings {
+        learning_rates: vec![1e-3, 1e-2, 1e-1],
+        weight_decays: vec![0.0, 1e-2],
+        epochs: 4,
+        batch_size: 64,
+        ..LinearSettings::default()
+    };
+    let probe = Probe::Linear(settings);
+
+    let mut outcomes = Vec::new();
+    for (seed, shift) in [(2, 0.0), (3, 5.0)] {
+        // Two unrelated test sets: other images, other labels, other feature scale.
+        features(300, seed, shift).write(&run.features_path(EncoderKind::Pretrained, "test"), &no_metadata).unwrap();
+        outcomes.push(run_probe(&run, EncoderKind::Pretrained, &probe, &[]).unwrap());
+    }
+    let [first, second] = [&outcomes[0], &outcomes[1]];
+    assert_eq!(first.selections.len(), 1);
+    assert_eq!(first.selections[0].1, second.selections[0].1, "the search saw the test split");
+    // The test split was read in the end: the predictions are of the two different files.
+    let (one, two) = (&first.evaluations[0].1, &second.evaluations[0].1);
+    assert_eq!(one.ids.len(), 300);
+    assert!(one.labels != two.labels && one.predicted != two.predicted);
+    assert!(one.accuracy() > 0.6, "a fitted probe on test-like data: {}", one.accuracy());
+}
