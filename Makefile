@@ -13,9 +13,11 @@ INGEST_RELEASE = $(CARGO) run --release --quiet -p jepa-ingest --bin ingest --
 INGEST_DEV = $(CARGO) run --quiet -p jepa-ingest --bin ingest --
 TRAIN_CPU = $(CARGO) run --release --quiet -p jepa-trainer --bin train --
 TRAIN_CUDA = $(CARGO) run --release --quiet -p jepa-trainer --features cuda --bin train --
+PROBE_CPU = $(CARGO) run --release --quiet -p jepa-probe --bin probe --
+PROBE_CUDA = $(CARGO) run --release --quiet -p jepa-probe --features cuda --bin probe --
 RUNS ?= runs
 
-.PHONY: help setup ingest ingest-fashion masks train train-demo test test-rust test-python check-cuda lint bench bench-ingest bench-loader bench-train clean
+.PHONY: help setup ingest ingest-fashion masks train train-demo probe probe-demo demo test test-rust test-python check-cuda lint bench bench-ingest bench-loader bench-train bench-probe clean
 
 help:
 	@echo "make setup           Debian's Fashion-MNIST package and a Python venv with polars + pyarrow"
@@ -24,16 +26,19 @@ help:
 	@echo "make masks           runs/masks.png: I-JEPA's context and target blocks over real images"
 	@echo "make train-demo      I-JEPA on Fashion-MNIST on the CPU (configs/demo-fashion.toml) -> $(RUNS)/demo-fashion"
 	@echo "make train           the STL-10 ViT-B/16 recipe on a CUDA GPU (configs/stl10-vit-b16.toml)"
+	@echo "make probe           features, linear probe, kNN and report for the STL-10 run (CUDA for the features)"
+	@echo "make demo            the whole path on Fashion-MNIST on the CPU: ingest, train, probe, results table"
 	@echo "make test            all Rust tests, then the Python polars/pyarrow check of real shards"
 	@echo "make lint            rustfmt and clippy"
 	@echo "make bench-ingest    ingest throughput against a plain copy on the same disk"
 	@echo "make bench-loader    prefetcher images/s (STL-10 and Fashion-MNIST recipes) against a plain copy"
 	@echo "make bench-train     training steps/s and peak memory on the CPU, ndarray against flex"
+	@echo "make bench-probe     frozen-encoder feature extraction images/s by batch size and threads"
 	@echo "make check-cuda      type-check the CUDA build (no GPU needed)"
 
 setup:
 	$(SUDO) apt-get update -qq
-	$(SUDO) apt-get install -y -qq dataset-fashion-mnist python3-venv
+	$(SUDO) apt-get install -y -qq dataset-fashion-mnist fonts-dejavu-core python3-venv
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q polars pyarrow
 
@@ -61,17 +66,30 @@ train:
 	if [ -d $(RUNS)/stl10-vit-b16/checkpoints ]; then $(TRAIN_CUDA) --resume $(RUNS)/stl10-vit-b16; \
 	else $(TRAIN_CUDA) --config configs/stl10-vit-b16.toml --runs $(RUNS); fi
 
+# Features for the pretrained and random-init encoders, linear probe, kNN, report.
+probe:
+	$(PROBE_CUDA) all --run $(RUNS)/stl10-vit-b16
+
+probe-demo:
+	$(PROBE_CPU) all --run $(RUNS)/demo-fashion --require-pretrained-better
+
+# The whole path on the CPU; fails when pre-training did not beat a random encoder.
+demo: train-demo
+	$(MAKE) probe-demo
+
 test: test-rust test-python
 
+# The probe's end-to-end test leaves its small run in target/interop for test-python.
 test-rust:
-	$(CARGO) test --workspace
+	rm -rf target/interop
+	JEPA_INTEROP_DIR=$(CURDIR)/target/interop $(CARGO) test --workspace
 
 # Real shards must open in Python as they are: ingest Fashion-MNIST with the dev build
 # (dependencies are optimised in it) and read every file with polars and pyarrow.
 test-python:
-	rm -rf target/interop
-	$(INGEST_DEV) fashion-mnist --from $(FASHION_MNIST_DIR) --out target/interop/fashion-mnist --quiet
+	$(INGEST_DEV) fashion-mnist --from $(FASHION_MNIST_DIR) --out target/interop/fashion-mnist --quiet --force
 	$(PYTHON) scripts/check_shards.py target/interop/fashion-mnist
+	$(PYTHON) scripts/check_probe.py target/interop/probe-demo/runs/demo-fashion
 
 # The GPU path must keep compiling even where no GPU is.
 check-cuda:
@@ -81,7 +99,7 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-bench: bench-ingest bench-loader bench-train
+bench: bench-ingest bench-loader bench-train bench-probe
 
 bench-ingest:
 	FASHION_MNIST_DIR=$(FASHION_MNIST_DIR) $(CARGO) bench -p jepa-ingest --bench ingest
@@ -91,6 +109,9 @@ bench-loader:
 
 bench-train:
 	$(CARGO) bench -p jepa-trainer --features flex --bench train
+
+bench-probe:
+	$(CARGO) bench -p jepa-probe --bench features
 
 clean:
 	rm -rf target/interop

@@ -1,0 +1,105 @@
+"""Opens a probed run's Parquet outputs with Python polars exactly as they are on disk:
+the features (id, label, feature as a fixed-size float32 array), the predictions and the
+report tables; checks their types and that the scores agree with the predictions; then
+runs the README's per-class query.
+
+Usage: python scripts/check_probe.py RUN_DIR
+"""
+
+import sys
+from pathlib import Path
+
+import polars as pl
+
+
+def fail(message: str) -> None:
+    print(f"check_probe: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def read(path: Path) -> pl.DataFrame:
+    if not path.is_file():
+        fail(f"{path}: missing (make test-rust writes it, through the probe's end-to-end test)")
+    return pl.read_parquet(path)
+
+
+def check_features(run: Path) -> None:
+    for folder in ["features", "features-random"]:
+        dims = set()
+        for split in ["train", "test"]:
+            path = run / folder / f"{split}.parquet"
+            frame = read(path)
+            schema = frame.schema
+            if schema["id"] != pl.UInt64 or schema["label"] != pl.Int32:
+                fail(f"{path}: id/label are {schema['id']}/{schema['label']}, expected UInt64/Int32")
+            feature = schema["feature"]
+            if not isinstance(feature, pl.Array) or feature.inner != pl.Float32:
+                fail(f"{path}: feature is {feature}, expected Array(Float32, dim)")
+            if frame["id"].n_unique() != frame.height:
+                fail(f"{path}: repeated ids")
+            if not frame["feature"].arr.eval(pl.element().is_finite().all()).arr.first().all():
+                fail(f"{path}: non-finite features")
+            dims.add(feature.size)
+            print(f"{path}: {frame.height} rows, feature Array(Float32, {feature.size})")
+        if len(dims) != 1:
+            fail(f"{run / folder}: train and test features differ in size: {dims}")
+
+
+def check_report(run: Path) -> None:
+    probe = run / "probe"
+    predictions = read(probe / "predictions.parquet")
+    summary = read(probe / "summary.parquet")
+    for name in ["encoder", "probe", "protocol", "accuracy", "macro_f1"]:
+        if name not in summary.columns:
+            fail(f"summary.parquet lacks {name}")
+    # Recompute accuracy from the predictions and compare with the summary.
+    recomputed = (
+        predictions.group_by("encoder", "probe", "protocol", "fold")
+        .agg((pl.col("label") == pl.col("predicted")).mean().alias("accuracy"))
+        .group_by("encoder", "probe", "protocol")
+        .agg(pl.col("accuracy").mean().alias("recomputed"))
+    )
+    joined = summary.join(recomputed, on=["encoder", "probe", "protocol"])
+    if joined.height != summary.height:
+        fail("summary rows without predictions")
+    off = joined.filter((pl.col("accuracy") - pl.col("recomputed")).abs() > 1e-9)
+    if off.height:
+        fail(f"summary accuracy disagrees with predictions:\n{off}")
+    if not summary["accuracy"].is_between(0, 1).all() or not summary["macro_f1"].is_between(0, 1).all():
+        fail(f"scores outside 0..1:\n{summary}")
+    for name in ["per_task", "per_class", "confusion"]:
+        frame = read(probe / f"{name}.parquet")
+        print(f"{probe / name}.parquet: {frame.height} rows, columns {frame.columns}")
+    confusion = read(probe / "confusion.parquet")
+    if confusion["count"].sum() != predictions.height:
+        fail("confusion counts do not add up to the predictions")
+    print(summary)
+
+
+def readme_query(run: Path) -> None:
+    # The README's example, verbatim apart from the run folder.
+    per_class = (
+        pl.scan_parquet(run / "probe" / "predictions.parquet")
+        .filter(pl.col("probe") == "linear")
+        .group_by("encoder", "label")
+        .agg((pl.col("predicted") == pl.col("label")).mean().alias("accuracy"))
+        .sort("label", "encoder")
+        .collect()
+    )
+    if per_class.height == 0:
+        fail("the README query found no linear-probe predictions")
+    print(per_class)
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        fail("usage: check_probe.py RUN_DIR")
+    run = Path(sys.argv[1])
+    check_features(run)
+    check_report(run)
+    readme_query(run)
+    print(f"check_probe: {run} opens in polars {pl.__version__} as written")
+
+
+if __name__ == "__main__":
+    main()
