@@ -37,7 +37,7 @@ def check_features(run: Path) -> None:
                 fail(f"{path}: feature is {feature}, expected Array(Float32, dim)")
             if frame["id"].n_unique() != frame.height:
                 fail(f"{path}: repeated ids")
-            if not frame["feature"].arr.eval(pl.element().is_finite().all()).arr.first().all():
+            if not frame.select(pl.col("feature").arr.eval(pl.element().is_finite()).arr.all().all()).item():
                 fail(f"{path}: non-finite features")
             dims.add(feature.size)
             print(f"{path}: {frame.height} rows, feature Array(Float32, {feature.size})")
