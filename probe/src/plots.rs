@@ -198,7 +198,9 @@ fn confusion_matrix(cells: &DataFrame, class_names: &[String], path: &Path) -> R
             .build_cartesian_2d(segments(classes), segments(classes))?;
         // Rows read top-down in class order; columns carry the class index only.
         let label = |value: &SegmentValue<usize>| match value {
-            SegmentValue::CenterOf(row) if *row < classes => format!("{} {}", classes - 1 - row, name(classes - 1 - row)),
+            SegmentValue::CenterOf(row) if *row < classes => {
+                format!("{} {}", classes - 1 - row, name(classes - 1 - row))
+            }
             _ => String::new(),
         };
         let x_label = |value: &SegmentValue<usize>| match value {
