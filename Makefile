@@ -94,6 +94,7 @@ test-python:
 # The GPU path must keep compiling even where no GPU is.
 check-cuda:
 	$(CARGO) check -p jepa-trainer --features cuda --bins
+	$(CARGO) check -p jepa-probe --features cuda --bins
 
 lint:
 	$(CARGO) fmt --check
