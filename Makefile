@@ -27,6 +27,7 @@ help:
 	@echo "make train-demo      I-JEPA on Fashion-MNIST on the CPU (configs/demo-fashion.toml) -> $(RUNS)/demo-fashion"
 	@echo "make train           the STL-10 ViT-B/16 recipe on a CUDA GPU (configs/stl10-vit-b16.toml)"
 	@echo "make probe           features, linear probe, kNN and report for the STL-10 run (CUDA for the features)"
+	@echo "make probe-demo      features, linear probe, kNN and report for runs/demo-fashion (CPU)"
 	@echo "make demo            the whole path on Fashion-MNIST on the CPU: ingest, train, probe, results table"
 	@echo "make test            all Rust tests, then the Python polars/pyarrow check of real shards"
 	@echo "make lint            rustfmt and clippy"
