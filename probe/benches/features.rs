@@ -15,7 +15,7 @@ fn main() {
     for (name, preset, size, patch) in [("demo micro ViT, 28 px / 4", "micro", 28, 4)] {
         let vit = VitConfig::preset(preset, size, patch, 1).expect("a preset");
         let encoder = vit.init::<Cpu>(&Default::default());
-        let pixels: Vec<u8> = (0..images * size * size).map(|i| (i * 2_654_435_761usize >> 13) as u8).collect();
+        let pixels: Vec<u8> = (0..images * size * size).map(|i| ((i * 2_654_435_761usize) >> 13) as u8).collect();
         println!("{name}, {images} images");
         for threads in [1usize, 2] {
             for batch_size in [32usize, 64, 128, 256] {

@@ -139,32 +139,21 @@ pub fn write_outcome(run: &RunFolder, encoder: EncoderKind, probe: &Probe, outco
 }
 
 fn selection_frame(selections: &[(TaskLabel, Selection)]) -> PolarsResult<DataFrame> {
-    let mut columns: (Vec<String>, Vec<String>, Vec<Option<i32>>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<bool>) =
-        Default::default();
-    let mut rows = (Vec::new(), Vec::new());
-    for (task, selection) in selections {
-        for (index, candidate) in selection.candidates.iter().enumerate() {
-            columns.0.push(task.encoder.clone());
-            columns.1.push(task.protocol.clone());
-            columns.2.push(task.fold.map(|fold| fold as i32));
-            columns.3.push(candidate.learning_rate);
-            columns.4.push(candidate.weight_decay);
-            columns.5.push(candidate.validation_accuracy);
-            columns.6.push(index == selection.chosen);
-            rows.0.push(selection.train_rows as i64);
-            rows.1.push(selection.validation_rows as i64);
-        }
-    }
+    // One row per candidate of every task's search.
+    let rows: Vec<(&TaskLabel, &Selection, usize)> = selections
+        .iter()
+        .flat_map(|(task, selection)| (0..selection.candidates.len()).map(move |index| (task, selection, index)))
+        .collect();
     df!(
-        "encoder" => columns.0,
-        "protocol" => columns.1,
-        "fold" => columns.2,
-        "learning_rate" => columns.3,
-        "weight_decay" => columns.4,
-        "validation_accuracy" => columns.5,
-        "chosen" => columns.6,
-        "fit_rows" => rows.0,
-        "validation_rows" => rows.1,
+        "encoder" => rows.iter().map(|(task, ..)| task.encoder.clone()).collect::<Vec<_>>(),
+        "protocol" => rows.iter().map(|(task, ..)| task.protocol.clone()).collect::<Vec<_>>(),
+        "fold" => rows.iter().map(|(task, ..)| task.fold.map(|fold| fold as i32)).collect::<Vec<_>>(),
+        "learning_rate" => rows.iter().map(|(_, selection, index)| selection.candidates[*index].learning_rate).collect::<Vec<_>>(),
+        "weight_decay" => rows.iter().map(|(_, selection, index)| selection.candidates[*index].weight_decay).collect::<Vec<_>>(),
+        "validation_accuracy" => rows.iter().map(|(_, selection, index)| selection.candidates[*index].validation_accuracy).collect::<Vec<_>>(),
+        "chosen" => rows.iter().map(|(_, selection, index)| *index == selection.chosen).collect::<Vec<_>>(),
+        "fit_rows" => rows.iter().map(|(_, selection, _)| selection.train_rows as i64).collect::<Vec<_>>(),
+        "validation_rows" => rows.iter().map(|(_, selection, _)| selection.validation_rows as i64).collect::<Vec<_>>(),
     )
 }
 
