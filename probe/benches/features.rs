@@ -1,11 +1,11 @@
 //! Feature-extraction throughput of the frozen encoder on the CPU backend, by batch size
-//! and thread count (`make bench-probe`). Synthetic pixels: the encoder's cost does not
-//! depend on them.
+//! and thread count, through the probe's own parallel loop (`make bench-probe`). Synthetic
+//! pixels: the encoder's cost does not depend on them.
 
 use std::time::Instant;
 
 use burn::backend::NdArray;
-use jepa_probe::features::{ExtractSettings, encode_batch};
+use jepa_probe::features::{ExtractSettings, encode_images};
 use jepa_shared::vit::VitConfig;
 
 type Cpu = NdArray<f32>;
@@ -29,30 +29,8 @@ fn main() {
                     threads,
                 };
                 let started = Instant::now();
-                let next = std::sync::atomic::AtomicUsize::new(0);
-                std::thread::scope(|scope| {
-                    for _ in 0..threads {
-                        let encoder = encoder.clone();
-                        let (next, pixels, settings) = (&next, &pixels, &settings);
-                        scope.spawn(move || {
-                            loop {
-                                let first = next.fetch_add(batch_size, std::sync::atomic::Ordering::Relaxed);
-                                if first >= images {
-                                    break;
-                                }
-                                let count = batch_size.min(images - first);
-                                let batch = &pixels[first * size * size..(first + count) * size * size];
-                                std::hint::black_box(encode_batch(
-                                    &encoder,
-                                    batch,
-                                    count,
-                                    settings,
-                                    &Default::default(),
-                                ));
-                            }
-                        });
-                    }
-                });
+                let features = encode_images(&encoder, &pixels, images, &settings, &Default::default(), &|_| {});
+                std::hint::black_box(features);
                 let seconds = started.elapsed().as_secs_f64();
                 println!("  threads {threads}, batch {batch_size:>3}: {:>7.1} images/s", images as f64 / seconds);
             }

@@ -187,9 +187,9 @@ struct PendingImages {
     pixels: Vec<u8>,
 }
 
-/// Features of every image of `split`, in manifest order. `progress` is told each batch's
-/// size. Batches run on `settings.threads` threads, each with its own copy of the encoder:
-/// a frozen forward pass on the CPU backend uses about one core by itself.
+/// Features of every image of `split`, in manifest order, encoded a few batches per thread
+/// at a time ([`encode_images`]): a frozen forward pass on the CPU backend uses about one
+/// core by itself. `progress` is told each batch's size.
 pub fn extract<B: Backend>(
     encoder: &VisionTransformer<B>,
     dataset: &Dataset,
@@ -232,12 +232,11 @@ pub fn extract<B: Backend>(
             pending.ids.push(image.id);
             pending.labels.push(i32::from(label));
             if pending.ids.len() == chunk_images {
-                encode_chunk(encoder, &pending, settings, device, progress, &mut table);
-                pending = PendingImages { ids: Vec::new(), labels: Vec::new(), pixels: Vec::new() };
+                encode_pending(encoder, &mut pending, settings, device, progress, &mut table);
             }
         }
     }
-    encode_chunk(encoder, &pending, settings, device, progress, &mut table);
+    encode_pending(encoder, &mut pending, settings, device, progress, &mut table);
     Ok(table)
 }
 
@@ -265,22 +264,21 @@ pub fn encode_batch<B: Backend>(
     Tensor::cat(pooled, 1).into_data().convert::<f32>().into_vec::<f32>().expect("f32 features")
 }
 
-/// Runs the chunk's batches on the worker threads and appends their features in order.
-fn encode_chunk<B: Backend>(
+/// Average-pooled features of `count` images (`[count, channels, size, size]` u8),
+/// row-major, in order. Batches of `settings.batch_size` run on `settings.threads` threads,
+/// each with its own copy of the encoder; `progress` is told each finished batch's size.
+pub fn encode_images<B: Backend>(
     encoder: &VisionTransformer<B>,
-    pending: &PendingImages,
+    pixels: &[u8],
+    count: usize,
     settings: &ExtractSettings,
     device: &B::Device,
     progress: &(dyn Fn(usize) + Sync),
-    table: &mut FeatureTable,
-) {
+) -> Vec<f32> {
     let size = settings.image_size_px;
     let image_len = settings.channels * size * size;
     let batch_size = settings.batch_size.max(1);
-    let batches = pending.ids.len().div_ceil(batch_size);
-    if batches == 0 {
-        return;
-    }
+    let batches = count.div_ceil(batch_size);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut results: Vec<Option<Vec<f32>>> = vec![None; batches];
     let slots = std::sync::Mutex::new(&mut results);
@@ -294,24 +292,34 @@ fn encode_chunk<B: Backend>(
                     if batch >= batches {
                         break;
                     }
-                    let rows = batch * batch_size..((batch + 1) * batch_size).min(pending.ids.len());
-                    let count = rows.len();
-                    let pixels = &pending.pixels[rows.start * image_len..rows.end * image_len];
-                    let values = encode_batch(&encoder, pixels, count, settings, device);
-                    progress(count);
+                    let rows = batch * batch_size..((batch + 1) * batch_size).min(count);
+                    let batch_pixels = &pixels[rows.start * image_len..rows.end * image_len];
+                    let values = encode_batch(&encoder, batch_pixels, rows.len(), settings, device);
+                    progress(rows.len());
                     slots.lock().expect("no worker panicked holding the lock")[batch] = Some(values);
                 }
             });
         }
     });
-    let dim = table.dim;
-    for (batch, values) in results.into_iter().enumerate() {
-        let values = values.expect("every batch was encoded");
-        let first = batch * batch_size;
-        for (row, feature) in values.chunks_exact(dim).enumerate() {
-            table.push(pending.ids[first + row], pending.labels[first + row], feature);
-        }
+    results.into_iter().flat_map(|values| values.expect("every batch was encoded")).collect()
+}
+
+/// Encodes the pending images, appends their features in order, and empties the buffers.
+fn encode_pending<B: Backend>(
+    encoder: &VisionTransformer<B>,
+    pending: &mut PendingImages,
+    settings: &ExtractSettings,
+    device: &B::Device,
+    progress: &(dyn Fn(usize) + Sync),
+    table: &mut FeatureTable,
+) {
+    let values = encode_images(encoder, &pending.pixels, pending.ids.len(), settings, device, progress);
+    for ((id, label), feature) in pending.ids.iter().zip(&pending.labels).zip(values.chunks_exact(table.dim)) {
+        table.push(*id, *label, feature);
     }
+    pending.ids.clear();
+    pending.labels.clear();
+    pending.pixels.clear();
 }
 
 /// The key-value pairs a features file was written with.
