@@ -1,5 +1,6 @@
-//! The two encoders every report compares: the run's trained target encoder, and the
-//! same architecture as the run would have started it (its seed, no training).
+//! The two encoders every report compares: the run's trained encoder (I-JEPA's target
+//! encoder, MAE's encoder), and the same architecture as the run would have started it (its
+//! seed, no training).
 
 use std::path::Path;
 
@@ -7,23 +8,40 @@ use burn::module::Module;
 use burn::record::{BinFileRecorder, FullPrecisionSettings};
 use burn::tensor::backend::Backend;
 use jepa_shared::vit::VisionTransformer;
-use jepa_trainer::model::IJepa;
+use jepa_trainer::checkpoint;
+use jepa_trainer::config::Method;
+use jepa_trainer::mae::Mae;
+use jepa_trainer::method::initial_encoder;
 
 use crate::error::{ProbeError, Result};
 use crate::run::RunFolder;
 
-/// The target encoder saved in `checkpoint` (a `checkpoints/step-N/` folder of `run`).
+/// The encoder a method evaluates, saved in `checkpoint` (a `checkpoints/step-N/` folder of
+/// `run`): I-JEPA's EMA target encoder, MAE's encoder.
 pub fn pretrained<B: Backend>(run: &RunFolder, checkpoint: &Path, device: &B::Device) -> Result<VisionTransformer<B>> {
-    let fresh = run.config.vit()?.init::<B>(device);
+    let vit = run.config.vit()?;
     let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-    fresh
-        .load_file(checkpoint.join("target_encoder"), &recorder, device)
-        .map_err(|error| ProbeError::bad(&checkpoint.join("target_encoder.bin"), error.to_string()))
+    let file = checkpoint.join(pretrained_file(run.config.method));
+    let bad = |error: burn::record::RecorderError| ProbeError::bad(&file.with_extension("bin"), error.to_string());
+    match run.config.method {
+        Method::Ijepa => vit.init::<B>(device).load_file(&file, &recorder, device).map_err(bad),
+        Method::Mae => {
+            let fresh = Mae::<B>::new(&vit, &run.config.mae.decoder, device);
+            Ok(fresh.load_file(&file, &recorder, device).map_err(bad)?.encoder)
+        }
+    }
 }
 
-/// The encoder at step 0 of `run`: at that step the target encoder is a copy of the
-/// context encoder, drawn from the run's seed exactly as the trainer draws it.
+/// The checkpoint file, without extension, that holds `method`'s evaluated encoder.
+pub fn pretrained_file(method: Method) -> &'static str {
+    match method {
+        Method::Ijepa => checkpoint::TARGET_ENCODER,
+        Method::Mae => checkpoint::MODEL,
+    }
+}
+
+/// The encoder at step 0 of `run`, drawn from the run's seed exactly as the trainer draws
+/// it (for I-JEPA, the target encoder starts as a copy of it).
 pub fn random_init<B: Backend>(run: &RunFolder, device: &B::Device) -> Result<VisionTransformer<B>> {
-    let vit = run.config.vit()?;
-    Ok(IJepa::<B>::seeded(&vit, &run.config.predictor, run.config.seed, device).context_encoder)
+    Ok(initial_encoder::<B>(&run.config, device)?)
 }

@@ -71,8 +71,9 @@ impl RunFolder {
                 Err(_) => folder.join(name),
             },
         };
-        if !path.join("target_encoder.bin").exists() {
-            return Err(ProbeError::bad(&path, "is not a checkpoint (no target_encoder.bin)"));
+        let file = format!("{}.bin", crate::encoder::pretrained_file(self.config.method));
+        if !path.join(&file).exists() {
+            return Err(ProbeError::bad(&path, format!("is not a checkpoint of this run (no {file})")));
         }
         Ok(path)
     }

@@ -34,6 +34,6 @@ pub use dataset_writer::{DatasetWriter, SplitWriter};
 pub use epoch::{EpochOrder, SampleAddress};
 pub use error::{Result, ShardError};
 pub use manifest::{Manifest, SourceInfo, SplitManifest};
-pub use masks::{BatchMasks, MaskConfig, MaskSampler, MultiBlockMasks};
+pub use masks::{BatchMasks, MaskConfig, MaskSampler, MultiBlockMasks, RandomMasks};
 pub use reader::{Dataset, ImageBatch, ImageView, ShardReader};
 pub use shard::{ImageRecord, SCHEMA_VERSION, ShardCodec, ShardFile, ShardLayout};

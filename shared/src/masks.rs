@@ -1,3 +1,6 @@
+//! The masks the loader precomputes, as strategies behind [`MaskSampler`]: MAE's uniform
+//! random masks ([`RandomMasks`]) and I-JEPA's multi-block masks ([`MultiBlockMasks`]).
+//!
 //! I-JEPA's multi-block masks (Assran et al. 2023, §3 and the official `MaskCollator`),
 //! with two known defects of the official code fixed:
 //!
@@ -278,6 +281,75 @@ impl MaskSampler for MultiBlockMasks {
     }
 }
 
+/// MAE's masks (He et al. 2022, §3): each image keeps a uniformly random subset of
+/// `round(patches · (1 − mask_ratio))` patches for the encoder and the loss is taken on the
+/// rest. In [`BatchMasks`] terms the kept patches are the context and the masked ones the
+/// single target block; both are sorted, and the block sizes report the whole grid.
+///
+/// Like [`MultiBlockMasks`], every draw is keyed by `(seed, epoch, sample position)`.
+#[derive(Debug, Clone)]
+pub struct RandomMasks {
+    mask_ratio: f64,
+    grid_height: usize,
+    grid_width: usize,
+}
+
+impl RandomMasks {
+    /// `mask_ratio` must leave at least one patch visible and mask at least one.
+    pub fn new(mask_ratio: f64, grid_height: usize, grid_width: usize) -> Result<Self, MaskConfigError> {
+        let sampler = Self { mask_ratio, grid_height, grid_width };
+        let patches = grid_height * grid_width;
+        if !(mask_ratio > 0.0 && mask_ratio < 1.0) {
+            return Err(MaskConfigError {
+                field: "mask_ratio",
+                problem: format!("is {mask_ratio}, expected 0 < r < 1"),
+            });
+        }
+        let visible = sampler.visible_len();
+        if visible == 0 || visible == patches {
+            return Err(MaskConfigError {
+                field: "mask_ratio",
+                problem: format!(
+                    "is {mask_ratio}: on a {grid_height}×{grid_width} grid it keeps {visible} of {patches} patches; \
+                     expected at least one kept and one masked"
+                ),
+            });
+        }
+        Ok(sampler)
+    }
+
+    /// Patches each image keeps: `round(patches · (1 − mask_ratio))`.
+    pub fn visible_len(&self) -> usize {
+        ((self.grid_height * self.grid_width) as f64 * (1.0 - self.mask_ratio)).round() as usize
+    }
+}
+
+impl MaskSampler for RandomMasks {
+    fn grid(&self) -> (usize, usize) {
+        (self.grid_height, self.grid_width)
+    }
+
+    fn sample_batch(&self, seed: u64, epoch: u64, first_position: u64, batch_size: usize) -> BatchMasks {
+        /// Key stream apart from the multi-block sampler's.
+        const RANDOM: u64 = 4;
+        let patches = self.grid_height * self.grid_width;
+        let keep = self.visible_len();
+        let mut context = Vec::with_capacity(batch_size);
+        let mut targets = Vec::with_capacity(batch_size);
+        for offset in 0..batch_size {
+            let mut order: Vec<u32> = (0..patches as u32).collect();
+            KeyedRng::new(&[seed, epoch, first_position + offset as u64, RANDOM]).shuffle(&mut order);
+            let mut masked = order.split_off(keep);
+            order.sort_unstable();
+            masked.sort_unstable();
+            context.push(order);
+            targets.push(vec![masked]);
+        }
+        let grid = BlockSize { height: self.grid_height, width: self.grid_width };
+        BatchMasks { target_block: grid, context_block: grid, context, targets, relaxed: 0 }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +360,39 @@ mod tests {
         let error = MultiBlockMasks::new(config, 14, 14).unwrap_err();
         assert_eq!(error.field, "min_keep");
         assert!(error.to_string().contains("holds 169 patches"), "{error}");
+    }
+
+    #[test]
+    fn random_masks_keep_round_25_percent_and_mask_the_rest() {
+        // 49 patches: round(12.25) = 12 kept; 196: 49; 50: round(12.5) = 13 (half away from zero).
+        for (grid, kept) in [(7, 12), (14, 49)] {
+            let sampler = RandomMasks::new(0.75, grid, grid).unwrap();
+            let masks = sampler.sample_batch(5, 1, 64, 16);
+            for (visible, masked) in masks.context.iter().zip(&masks.targets) {
+                assert_eq!(visible.len(), kept);
+                assert_eq!(masked.len(), 1);
+                let mut all: Vec<u32> = visible.iter().chain(&masked[0]).copied().collect();
+                assert!(visible.is_sorted() && masked[0].is_sorted());
+                all.sort_unstable();
+                assert_eq!(all, (0..(grid * grid) as u32).collect::<Vec<_>>(), "a partition of the grid");
+            }
+            // Images differ from one another; the same key gives the same masks.
+            assert_ne!(masks.context[0], masks.context[1]);
+            assert_eq!(masks, sampler.sample_batch(5, 1, 64, 16));
+        }
+        assert_eq!(RandomMasks::new(0.75, 5, 10).unwrap().visible_len(), 13);
+    }
+
+    #[test]
+    fn random_masks_resume_mid_batch_and_reject_ratios_that_keep_nothing() {
+        let sampler = RandomMasks::new(0.75, 7, 7).unwrap();
+        // Each image's draw is keyed by its own position, not by the batch it falls in.
+        let whole = sampler.sample_batch(1, 2, 10, 8);
+        let tail = sampler.sample_batch(1, 2, 14, 4);
+        assert_eq!(whole.context[4..], tail.context[..]);
+        assert_ne!(sampler.sample_batch(1, 3, 10, 8), whole, "another epoch draws anew");
+        assert_eq!(RandomMasks::new(0.99, 7, 7).unwrap_err().field, "mask_ratio");
+        assert_eq!(RandomMasks::new(1.0, 7, 7).unwrap_err().field, "mask_ratio");
     }
 
     #[test]

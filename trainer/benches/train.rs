@@ -1,8 +1,9 @@
-//! `make bench-train`: I-JEPA optimizer steps per second on the CPU, and the peak memory
-//! they need, for
+//! `make bench-train`: optimizer steps per second on the CPU, and the peak memory they
+//! need, for
 //!
 //! - the Fashion-MNIST demo model (`configs/demo-fashion.toml`: ViT `micro` at 28 px, 4 px
-//!   patches, predictor 48 × 2, batch 64);
+//!   patches, predictor 48 × 2, batch 64), by I-JEPA and by MAE (decoder 48 × 2, as in
+//!   `configs/compare-fashion.toml`);
 //! - ViT-Tiny at 96 px with 8 px patches (predictor 96 × 2), batch 16,
 //!
 //! on Burn's `ndarray` backend and, when built with `--features flex`, on `flex`. Each step
@@ -13,41 +14,61 @@
 use std::time::Instant;
 
 use burn::backend::Autodiff;
-use burn::module::AutodiffModule;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 use jepa_shared::rng::KeyedRng;
 use jepa_shared::vit::VitConfig;
-use jepa_shared::{MaskConfig, MultiBlockMasks};
-use jepa_trainer::checkpoint::Trainable;
-use jepa_trainer::model::{DeviceBatch, IJepa, LossKind};
-use jepa_trainer::optim::AdamW;
+use jepa_shared::{MaskConfig, MultiBlockMasks, RandomMasks};
+use jepa_trainer::mae::{MaeConfig, MaeLoss};
+use jepa_trainer::method::{IJepaMethod, MaeMethod, Method};
+use jepa_trainer::model::{DeviceBatch, LossKind};
 use jepa_trainer::predictor::PredictorConfig;
-use jepa_trainer::step::{StepOutcome, StepSettings, optimizer_step};
+use jepa_trainer::step::{StepOutcome, StepSettings, fresh, optimizer_step};
+
+enum Objective {
+    IJepa(IJepaMethod),
+    Mae(MaeMethod),
+}
 
 struct Case {
     label: &'static str,
-    encoder: VitConfig,
-    predictor: PredictorConfig,
+    method: Objective,
     batch: usize,
-    min_keep: usize,
+}
+
+fn ijepa(encoder: VitConfig, predictor: PredictorConfig, min_keep: usize) -> Objective {
+    let masks = MaskConfig { min_keep, ..MaskConfig::default() };
+    let masks = MultiBlockMasks::new(masks, encoder.grid(), encoder.grid()).expect("masks fit");
+    Objective::IJepa(IJepaMethod { encoder, predictor, masks, loss: LossKind::SmoothL1 })
+}
+
+fn mae(encoder: VitConfig, decoder: PredictorConfig) -> Objective {
+    let masks = RandomMasks::new(0.75, encoder.grid(), encoder.grid()).expect("masks fit");
+    Objective::Mae(MaeMethod {
+        encoder,
+        config: MaeConfig { mask_ratio: 0.75, decoder, loss: MaeLoss::NormPix },
+        masks,
+    })
 }
 
 fn cases() -> Vec<Case> {
+    let micro = || VitConfig::preset("micro", 28, 4, 1).unwrap();
+    let tiny = || VitConfig::preset("tiny", 96, 8, 3).unwrap();
     vec![
         Case {
-            label: "demo: micro ViT, 28 px / 4, batch 64",
-            encoder: VitConfig::preset("micro", 28, 4, 1).unwrap(),
-            predictor: PredictorConfig { dim: 48, depth: 2, heads: 3 },
+            label: "demo I-JEPA: micro ViT, 28 px / 4, batch 64",
+            method: ijepa(micro(), PredictorConfig { dim: 48, depth: 2, heads: 3 }, 4),
             batch: 64,
-            min_keep: 4,
         },
         Case {
-            label: "ViT-Tiny, 96 px / 8, batch 16",
-            encoder: VitConfig::preset("tiny", 96, 8, 3).unwrap(),
-            predictor: PredictorConfig { dim: 96, depth: 2, heads: 3 },
+            label: "demo MAE: micro ViT, 28 px / 4, batch 64",
+            method: mae(micro(), PredictorConfig { dim: 48, depth: 2, heads: 3 }),
+            batch: 64,
+        },
+        Case {
+            label: "I-JEPA ViT-Tiny, 96 px / 8, batch 16",
+            method: ijepa(tiny(), PredictorConfig { dim: 96, depth: 2, heads: 3 }, 10),
             batch: 16,
-            min_keep: 10,
         },
     ]
 }
@@ -58,26 +79,42 @@ fn main() {
         "{steps} timed steps after one warm-up step; {} cores",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    println!("{:<8} {:<40} {:>10} {:>10} {:>14}", "backend", "model", "s/step", "images/s", "peak RSS MiB");
+    println!("{:<8} {:<45} {:>10} {:>10} {:>14}", "backend", "model", "s/step", "images/s", "peak RSS MiB");
     for case in cases() {
-        run::<Autodiff<burn::backend::NdArray<f32>>>("ndarray", &case, steps);
+        measure::<Autodiff<burn::backend::NdArray<f32>>>("ndarray", &case, steps);
         #[cfg(feature = "flex")]
-        run::<Autodiff<burn::backend::Flex>>("flex", &case, steps);
+        measure::<Autodiff<burn::backend::Flex>>("flex", &case, steps);
     }
 }
 
-fn run<B: AutodiffBackend>(backend: &str, case: &Case, steps: usize) {
+fn measure<B: AutodiffBackend>(backend: &str, case: &Case, steps: usize) {
+    let per_step = match &case.method {
+        Objective::IJepa(method) => seconds_per_step::<B, _>(method, &method.encoder, case.batch, steps),
+        Objective::Mae(method) => seconds_per_step::<B, _>(method, &method.encoder, case.batch, steps),
+    };
+    println!(
+        "{backend:<8} {:<45} {per_step:>10.3} {:>10.1} {:>14.0}",
+        case.label,
+        case.batch as f64 / per_step,
+        peak_memory_mib()
+    );
+}
+
+fn seconds_per_step<B: AutodiffBackend, M: Method<B>>(
+    method: &M,
+    encoder: &VitConfig,
+    batch: usize,
+    steps: usize,
+) -> f64 {
     reset_peak_memory();
     let device = B::Device::default();
-    let model = IJepa::<B>::new(&case.encoder, &case.predictor, &device);
-    let mut parts = Trainable { target_encoder: model.context_encoder.valid(), model, optimizer: AdamW::default() };
-    let settings =
-        StepSettings { lr: 1e-4, weight_decay: 0.04, ema_momentum: 0.996, loss: LossKind::SmoothL1, grad_clip: None };
+    let mut parts = fresh::<B, M>(method.init(0, &device));
+    let settings = StepSettings { lr: 1e-4, weight_decay: 0.04, ema_momentum: 0.996, grad_clip: None };
     let mut seconds = 0.0;
     for step in 0..=steps {
-        let batch = random_batch::<B>(case, step as u64, &device);
+        let batch = random_batch::<B, M>(method, encoder, batch, step as u64, &device);
         let started = Instant::now();
-        parts = match optimizer_step(parts, &[batch], &settings) {
+        parts = match optimizer_step(method, parts, &[batch], &settings) {
             StepOutcome::Applied(parts, _) => *parts,
             StepOutcome::NonFinite(loss) => panic!("loss {loss}"),
         };
@@ -85,24 +122,22 @@ fn run<B: AutodiffBackend>(backend: &str, case: &Case, steps: usize) {
             seconds += started.elapsed().as_secs_f64();
         }
     }
-    let per_step = seconds / steps as f64;
-    println!(
-        "{backend:<8} {:<40} {per_step:>10.3} {:>10.1} {:>14.0}",
-        case.label,
-        case.batch as f64 / per_step,
-        peak_memory_mib()
-    );
+    seconds / steps as f64
 }
 
-fn random_batch<B: Backend>(case: &Case, seed: u64, device: &B::Device) -> DeviceBatch<B> {
-    let encoder = &case.encoder;
-    let (batch, size) = (case.batch, encoder.image_size_px);
+fn random_batch<B: AutodiffBackend, M: Method<B>>(
+    method: &M,
+    encoder: &VitConfig,
+    batch: usize,
+    seed: u64,
+    device: &B::Device,
+) -> DeviceBatch<B> {
+    let masks = method.masks();
+    let (channels, size) = (encoder.channels, encoder.image_size_px);
     let mut rng = KeyedRng::new(&[seed]);
-    let pixels: Vec<f32> = (0..batch * encoder.channels * size * size).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
-    let masks_config = MaskConfig { min_keep: case.min_keep, ..MaskConfig::default() };
-    let masks = MultiBlockMasks::new(masks_config, encoder.grid(), encoder.grid()).expect("masks fit");
+    let pixels: Vec<f32> = (0..batch * channels * size * size).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
     let masks = masks.sample_batch(seed, 0, seed * batch as u64, batch);
-    let images = Tensor::from_data(TensorData::new(pixels, [batch, encoder.channels, size, size]), device);
+    let images = Tensor::<B, 4>::from_data(TensorData::new(pixels, [batch, channels, size, size]), device);
     DeviceBatch::with_masks(images, &masks, device)
 }
 

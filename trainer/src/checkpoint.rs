@@ -1,21 +1,21 @@
 //! Checkpoints: everything a run needs to continue exactly where it stopped.
 //!
-//! `runs/<name>/checkpoints/step-00000100/` holds the context encoder + predictor
-//! (`model.bin`), the target encoder (`target_encoder.bin`), Adam's moments
-//! (`optimizer.bin`) and `state.json` (step, loader position). It is written under a
+//! `runs/<name>/checkpoints/step-00000100/` holds the trained model (`model.bin`: I-JEPA's
+//! context encoder + predictor, MAE's encoder + decoder), the EMA target encoder of a method
+//! that keeps one (`target_encoder.bin`), Adam's moments (`optimizer.bin`) and `state.json`
+//! (step, loader position). It is written under a
 //! temporary name and renamed into place, so a checkpoint folder is complete or absent.
 //! Burn keeps parameter ids in the records, so reloaded optimizer state lines up with
 //! the reloaded parameters.
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
+use burn::module::{AutodiffModule, Module};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use jepa_shared::vit::VisionTransformer;
 use serde::{Deserialize, Serialize};
 
-use crate::model::IJepa;
 use crate::optim::AdamW;
 use crate::prefetch::LoaderPosition;
 
@@ -40,11 +40,17 @@ pub struct TrainState {
 }
 
 /// The parts of a run a checkpoint holds.
-pub struct Trainable<B: AutodiffBackend> {
-    pub model: IJepa<B>,
-    pub target_encoder: VisionTransformer<B::InnerBackend>,
-    pub optimizer: AdamW<IJepa<B>, B>,
+pub struct Trainable<B: AutodiffBackend, M: AutodiffModule<B>> {
+    pub model: M,
+    /// The EMA target encoder, for a method that keeps one.
+    pub target_encoder: Option<VisionTransformer<B::InnerBackend>>,
+    pub optimizer: AdamW<M, B>,
 }
+
+/// The file a checkpoint keeps the EMA target encoder in, without its extension.
+pub const TARGET_ENCODER: &str = "target_encoder";
+/// The file a checkpoint keeps the trained model in, without its extension.
+pub const MODEL: &str = "model";
 
 fn recorder() -> BinFileRecorder<FullPrecisionSettings> {
     BinFileRecorder::new()
@@ -63,9 +69,9 @@ pub fn folder_name(step: u64) -> String {
 }
 
 /// Writes `folder/step-NNNNNNNN/` atomically and keeps only the newest `keep` checkpoints.
-pub fn save<B: AutodiffBackend>(
+pub fn save<B: AutodiffBackend, M: AutodiffModule<B>>(
     folder: &Path,
-    parts: &Trainable<B>,
+    parts: &Trainable<B, M>,
     state: &TrainState,
     keep: usize,
 ) -> Result<PathBuf> {
@@ -77,8 +83,10 @@ pub fn save<B: AutodiffBackend>(
     }
     std::fs::create_dir_all(&temp).map_err(io(&temp))?;
     let recorder = recorder();
-    parts.model.clone().save_file(temp.join("model"), &recorder).map_err(record_error(&temp))?;
-    parts.target_encoder.clone().save_file(temp.join("target_encoder"), &recorder).map_err(record_error(&temp))?;
+    parts.model.clone().save_file(temp.join(MODEL), &recorder).map_err(record_error(&temp))?;
+    if let Some(target) = &parts.target_encoder {
+        target.clone().save_file(temp.join(TARGET_ENCODER), &recorder).map_err(record_error(&temp))?;
+    }
     Recorder::<B>::record(&recorder, parts.optimizer.to_record(), temp.join("optimizer"))
         .map_err(record_error(&temp))?;
     let state_path = temp.join("state.json");
@@ -122,17 +130,19 @@ pub fn latest(folder: &Path) -> Result<Option<PathBuf>> {
 }
 
 /// Loads a checkpoint into freshly initialised parts of the same shapes.
-pub fn load<B: AutodiffBackend>(
+pub fn load<B: AutodiffBackend, M: AutodiffModule<B>>(
     checkpoint: &Path,
-    fresh: Trainable<B>,
+    fresh: Trainable<B, M>,
     device: &B::Device,
-) -> Result<(Trainable<B>, TrainState)> {
+) -> Result<(Trainable<B, M>, TrainState)> {
     let recorder = recorder();
-    let model = fresh.model.load_file(checkpoint.join("model"), &recorder, device).map_err(record_error(checkpoint))?;
-    let target_encoder = fresh
-        .target_encoder
-        .load_file(checkpoint.join("target_encoder"), &recorder, device)
-        .map_err(record_error(checkpoint))?;
+    let model = fresh.model.load_file(checkpoint.join(MODEL), &recorder, device).map_err(record_error(checkpoint))?;
+    let target_encoder = match fresh.target_encoder {
+        Some(target) => Some(
+            target.load_file(checkpoint.join(TARGET_ENCODER), &recorder, device).map_err(record_error(checkpoint))?,
+        ),
+        None => None,
+    };
     let record =
         Recorder::<B>::load(&recorder, checkpoint.join("optimizer"), device).map_err(record_error(checkpoint))?;
     let optimizer = fresh.optimizer.load_record(record);

@@ -7,6 +7,7 @@ use jepa_shared::MaskConfig;
 use jepa_shared::vit::{PRESETS, VitConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::mae::MaeConfig;
 use crate::model::LossKind;
 use crate::predictor::PredictorConfig;
 use crate::prefetch::LoaderConfig;
@@ -26,12 +27,34 @@ pub enum ConfigError {
     Invalid { field: String, problem: String },
 }
 
+/// The self-supervised objective a run trains with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Predict the target encoder's features of masked blocks (needs `[predictor]`).
+    #[default]
+    Ijepa,
+    /// Reconstruct the pixels of randomly masked patches (`[mae]`).
+    Mae,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Ijepa => "ijepa",
+            Method::Mae => "mae",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
     /// Folder name under the runs root.
     pub name: String,
     pub seed: u64,
+    #[serde(default)]
+    pub method: Method,
     /// Dataset root (holding `manifest.json`).
     pub dataset: PathBuf,
     #[serde(default)]
@@ -42,7 +65,11 @@ pub struct RunConfig {
     #[serde(default)]
     pub masks: MaskConfig,
     pub encoder: EncoderConfig,
-    pub predictor: PredictorConfig,
+    /// I-JEPA's predictor; required when `method = "ijepa"`.
+    pub predictor: Option<PredictorConfig>,
+    /// MAE's masking, decoder and loss; read when `method = "mae"`.
+    #[serde(default)]
+    pub mae: MaeConfig,
     pub optim: OptimConfig,
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
@@ -168,8 +195,24 @@ impl RunConfig {
     pub fn check(&self) -> Result<(), ConfigError> {
         let invalid = |field: &str, problem: String| Err(ConfigError::Invalid { field: field.into(), problem });
         self.vit()?;
-        if let Some((field, problem)) = self.predictor.problem() {
-            return invalid(field, problem);
+        match self.method {
+            Method::Ijepa => match &self.predictor {
+                None => return invalid("predictor", "is missing: method `ijepa` needs a [predictor] section".into()),
+                Some(predictor) => {
+                    if let Some((field, problem)) = predictor.problem() {
+                        return invalid(field, problem);
+                    }
+                }
+            },
+            Method::Mae => {
+                if let Some((field, problem)) = self.mae.decoder.problem() {
+                    return invalid(&field.replacen("predictor", "mae.decoder", 1), problem);
+                }
+                let (rows, cols) = self.loader.grid();
+                if let Err(error) = jepa_shared::RandomMasks::new(self.mae.mask_ratio, rows, cols) {
+                    return invalid("mae.mask_ratio", error.problem);
+                }
+            }
         }
         let optim = &self.optim;
         if optim.epochs == 0 {
@@ -292,6 +335,16 @@ lr_final = 1e-6
         assert!(error.contains("run.toml") && error.contains("typo"), "{error}");
         let error = RunConfig::load(&path, &["data.pixel_mean=[0.5]".into()]).unwrap_err().to_string();
         assert!(error.contains("data.pixel_mean") && error.contains("one per channel"), "{error}");
+        let error =
+            RunConfig::load(&path, &["method=mae".into(), "mae.mask_ratio=0.999".into()]).unwrap_err().to_string();
+        assert!(error.contains("mae.mask_ratio") && error.contains("keeps 0 of 196"), "{error}");
+        let error =
+            RunConfig::load(&path, &["method=mae".into(), "mae.decoder={ dim = 16, depth = 1, heads = 3 }".into()])
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("mae.decoder.heads"), "{error}");
+        let error = RunConfig::load(&path, &["method=dino".into()]).unwrap_err().to_string();
+        assert!(error.contains("method") && error.contains("ijepa"), "{error}");
         let error = RunConfig::load(&path, &["novalue".into()]).unwrap_err().to_string();
         assert!(error.contains("key=value"), "{error}");
     }

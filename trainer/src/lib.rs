@@ -1,8 +1,8 @@
-//! `jepa-trainer`: from shards to a trained I-JEPA encoder.
+//! `jepa-trainer`: from shards to a trained encoder, by I-JEPA or by MAE.
 //!
 //! It owns the streaming prefetcher that turns shards into ready batches (crops, resizes,
-//! masks) on CPU threads, the I-JEPA objective (predictor, EMA target encoder, loss), the
-//! optimizer and its schedules. It reads shards only through `jepa-shared`'s reader, takes
+//! masks) on CPU threads, the two objectives (I-JEPA: predictor, EMA target encoder, loss
+//! in feature space; MAE: pixel decoder and loss), the optimizer and its schedules. It reads shards only through `jepa-shared`'s reader, takes
 //! the ViT from `jepa-shared`, and knows nothing of where shards came from (that is
 //! `jepa-ingest`) nor of evaluation (`jepa-probe`).
 //!
@@ -13,11 +13,13 @@
 //! - [`prefetch`]: reader thread → worker threads → bounded async channel → [`Loader`];
 //! - [`predictor`]: the narrow ViT that predicts target features from context tokens;
 //! - [`model`]: context encoder + predictor, targets from the target encoder, the loss;
+//! - [`mae`]: encoder + pixel decoder, patchify, `norm_pix` and L1 losses;
+//! - [`method`]: what each method brings to the shared loop (model, masks, loss, EMA);
 //! - [`ema`]: the target encoder's moving average;
 //! - [`schedule`]: lr, weight decay and EMA momentum as functions of the optimizer step;
 //! - [`optim`]: AdamW with a scheduled decay, and global-norm gradient clipping;
 //! - [`pixel_stats`]: the dataset's per-channel mean/std for normalisation;
-//! - [`step`]: one optimizer step (accumulation, clipping, AdamW, EMA);
+//! - [`step`]: one optimizer step of any method (accumulation, clipping, AdamW, EMA);
 //! - [`checkpoint`]: atomic checkpoints with everything resume needs;
 //! - [`training`]: the loop, its metrics table and its run folder;
 //! - [`prometheus`]: the optional scrape endpoint for the same metrics;
@@ -29,6 +31,8 @@ pub mod config;
 pub mod cuda;
 pub mod ema;
 mod epoch_reader;
+pub mod mae;
+pub mod method;
 pub mod model;
 pub mod optim;
 pub mod pixel_stats;

@@ -39,19 +39,25 @@ impl<B: Backend> IJepa<B> {
         Self { context_encoder: encoder.init(device), predictor: predictor.init(encoder, device) }
     }
 
-    /// The model a run with `seed` starts from, identical whichever thread builds it: the
-    /// training loop's starting point and the probe's random-init baseline.
+    /// The model a run with `seed` starts from (see [`seeded`]).
     pub fn seeded(encoder: &VitConfig, predictor: &PredictorConfig, seed: u64, device: &B::Device) -> Self {
-        // Burn's backends keep one process-wide RNG and initialise parameters lazily, at
-        // first use: seed and draw every parameter now, under a lock, so runs in other
-        // threads cannot interleave their draws with this one's.
-        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _lock = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        B::seed(device, seed);
-        let model = Self::new(encoder, predictor, device);
-        model.visit(&mut Materialize);
-        model
+        seeded(seed, device, || Self::new(encoder, predictor, device))
     }
+}
+
+/// The model `build` returns with every parameter drawn from `seed`, identical whichever
+/// thread builds it: a run's starting point and the probe's random-init baseline. Models
+/// that build their encoder first get the same encoder from the same seed.
+pub fn seeded<B: Backend, M: Module<B>>(seed: u64, device: &B::Device, build: impl FnOnce() -> M) -> M {
+    // Burn's backends keep one process-wide RNG and initialise parameters lazily, at
+    // first use: seed and draw every parameter now, under a lock, so runs in other
+    // threads cannot interleave their draws with this one's.
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _lock = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    B::seed(device, seed);
+    let model = build();
+    model.visit(&mut Materialize);
+    model
 }
 
 /// Touches every parameter so its lazy initialiser runs now.

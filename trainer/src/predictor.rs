@@ -1,5 +1,6 @@
 //! I-JEPA's predictor: a narrow ViT that, given the context encoder's tokens and where they
-//! sit, predicts the target encoder's tokens at each target block's positions.
+//! sit, predicts the target encoder's tokens at each target block's positions. MAE's decoder
+//! is the same network with pixels as its output ([`PredictorConfig::init_with_output`]).
 //!
 //! Context tokens are projected to the predictor's width and get their positions' sin-cos
 //! embedding; each target position gets a learnable mask token plus its embedding. The
@@ -33,7 +34,13 @@ impl PredictorConfig {
         None
     }
 
+    /// I-JEPA's predictor: its output has the encoder's width.
     pub fn init<B: Backend>(&self, encoder: &VitConfig, device: &B::Device) -> Predictor<B> {
+        self.init_with_output(encoder, encoder.dim, device)
+    }
+
+    /// The same network with `output` values per token (MAE: the pixels of one patch).
+    pub fn init_with_output<B: Backend>(&self, encoder: &VitConfig, output: usize, device: &B::Device) -> Predictor<B> {
         let blocks = (0..self.depth)
             .map(|layer| BlockConfig { dim: self.dim, heads: self.heads, mlp_ratio: 4, layer }.init(device))
             .collect();
@@ -43,7 +50,7 @@ impl PredictorConfig {
             pos_embed: sincos_pos_embed(self.dim, encoder.grid(), device),
             blocks,
             norm: layer_norm(self.dim, device),
-            proj: linear(self.dim, encoder.dim, 1.0, device),
+            proj: linear(self.dim, output, 1.0, device),
         }
     }
 }
@@ -70,23 +77,49 @@ impl<B: Backend> Predictor<B> {
         target_idx: &[Tensor<B, 2, Int>],
     ) -> Vec<Tensor<B, 3>> {
         let blocks = target_idx.len();
-        let [batch, kept, _] = context.dims();
-        let [_, patches, dim] = self.pos_embed.dims();
-        let positions = |rows: usize, indices: Tensor<B, 2, Int>| {
-            gather_tokens(self.pos_embed.clone().expand([rows, patches, dim]), indices)
-        };
-        let context = self.embed.forward(context) + positions(batch, context_idx);
+        let kept = context.dims()[1];
         // Every target block sees the same context: stack the blocks along the batch.
-        let context = Tensor::cat(vec![context; blocks], 0);
+        let context = Tensor::cat(vec![self.embed_context(context, context_idx); blocks], 0);
         let targets = Tensor::cat(target_idx.to_vec(), 0);
         let [rows, target_len] = targets.dims();
-        let queries = self.mask_token.val().expand([rows, target_len, dim]) + positions(rows, targets);
+        let tokens = self.tokens(context, targets);
+        let predicted = tokens.slice([0..rows, kept..kept + target_len]);
+        self.proj.forward(predicted).chunk(blocks, 0)
+    }
+
+    /// One query set over the context, with an output for every token: `[batch, k + t,
+    /// output]`, the context positions first, then `query_idx`'s.
+    pub fn forward_all(
+        &self,
+        context: Tensor<B, 3>,
+        context_idx: Tensor<B, 2, Int>,
+        query_idx: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 3> {
+        self.proj.forward(self.tokens(self.embed_context(context, context_idx), query_idx))
+    }
+
+    /// Sin-cos embeddings of `indices` (`[rows, k]`) at the predictor's width.
+    fn positions(&self, indices: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [_, patches, dim] = self.pos_embed.dims();
+        let rows = indices.dims()[0];
+        gather_tokens(self.pos_embed.clone().expand([rows, patches, dim]), indices)
+    }
+
+    /// Context tokens at the predictor's width, with their positions.
+    fn embed_context(&self, context: Tensor<B, 3>, context_idx: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.embed.forward(context) + self.positions(context_idx)
+    }
+
+    /// Embedded context + mask tokens at `query_idx`, through the blocks and the final norm.
+    fn tokens(&self, context: Tensor<B, 3>, query_idx: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let dim = self.pos_embed.dims()[2];
+        let [rows, query_len] = query_idx.dims();
+        let queries = self.mask_token.val().expand([rows, query_len, dim]) + self.positions(query_idx);
         let mut tokens = Tensor::cat(vec![context, queries], 1);
         for block in &self.blocks {
             tokens = block.forward(tokens);
         }
-        let predicted = self.norm.forward(tokens).slice([0..rows, kept..kept + target_len]);
-        self.proj.forward(predicted).chunk(blocks, 0)
+        self.norm.forward(tokens)
     }
 }
 

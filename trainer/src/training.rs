@@ -1,4 +1,4 @@
-//! The I-JEPA training loop.
+//! The training loop every method shares (I-JEPA, MAE: [`crate::method`]).
 //!
 //! Per optimizer step: `accumulation` micro-batches from the prefetcher, then one
 //! [`optimizer_step`] with the schedules evaluated at the optimizer step, never per
@@ -11,36 +11,34 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
-use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use jepa_shared::metrics_table::{MetricsTable, StepRecorder};
-use jepa_shared::{Dataset, MultiBlockMasks, ShardError};
+use jepa_shared::{Dataset, ShardError};
 
-use crate::checkpoint::{self, CheckpointError, TrainState, Trainable};
-use crate::config::{ConfigError, RunConfig};
-use crate::model::{DeviceBatch, IJepa};
-use crate::optim::AdamW;
+use crate::checkpoint::{self, CheckpointError, TrainState};
+use crate::config::{ConfigError, Method as MethodName, RunConfig};
+use crate::method::{IJepaMethod, MaeMethod, Method};
+use crate::model::DeviceBatch;
 use crate::pixel_stats::pixel_stats;
 use crate::prefetch::{Loader, LoaderError, LoaderPosition};
 use crate::schedule::Schedule;
-use crate::step::{StepOutcome, StepSettings, optimizer_step};
+use crate::step::{StepOutcome, StepSettings, fresh, optimizer_step};
 
-/// The columns of `metrics.parquet`, besides `step`.
-pub const METRIC_COLUMNS: [&str; 10] = [
-    "epoch",
-    "loss",
-    "lr",
-    "weight_decay",
-    "ema_momentum",
-    "images_per_second",
-    "loader_wait_seconds",
-    "grad_norm",
-    "target_feature_std",
-    "relaxed_masks",
-];
+/// The columns of `metrics.parquet` every method writes, besides `step`; each method adds
+/// its own ([`metric_columns`]).
+pub const METRIC_COLUMNS: [&str; 7] =
+    ["epoch", "loss", "lr", "weight_decay", "images_per_second", "loader_wait_seconds", "grad_norm"];
+
+/// All the columns of a `method` run's `metrics.parquet`, besides `step`.
+pub fn metric_columns(method: MethodName) -> Vec<&'static str> {
+    let extra = match method {
+        MethodName::Ijepa => IJepaMethod::METRICS,
+        MethodName::Mae => MaeMethod::METRICS,
+    };
+    METRIC_COLUMNS.iter().chain(extra).copied().collect()
+}
 
 /// Images used to measure the pixel mean/std when the config leaves them out.
 const PIXEL_STATS_IMAGES: usize = 10_000;
@@ -108,13 +106,22 @@ fn schedule_for(config: &RunConfig, batches_per_epoch: u64) -> Schedule {
     }
 }
 
-/// Trains (or resumes) the run `config.name` under `options.runs_root`.
-pub fn train<B: AutodiffBackend>(
+/// Trains (or resumes) the run `config.name` under `options.runs_root`, with the method
+/// its config names.
+pub fn train<B: AutodiffBackend>(config: RunConfig, options: &TrainOptions, device: &B::Device) -> Result<TrainReport> {
+    config.check()?;
+    match config.method {
+        MethodName::Ijepa => run::<B, _>(&IJepaMethod::from_config(&config)?, config, options, device),
+        MethodName::Mae => run::<B, _>(&MaeMethod::from_config(&config)?, config, options, device),
+    }
+}
+
+fn run<B: AutodiffBackend, M: Method<B>>(
+    method: &M,
     mut config: RunConfig,
     options: &TrainOptions,
     device: &B::Device,
 ) -> Result<TrainReport> {
-    config.check()?;
     let run_dir = options.runs_root.join(&config.name);
     let checkpoints = run_dir.join("checkpoints");
     let resume_from = if options.resume {
@@ -148,16 +155,12 @@ pub fn train<B: AutodiffBackend>(
         .open(run_dir.join("train.log"))
         .map_err(io(&run_dir.join("train.log")))?;
 
-    let vit = config.vit()?;
-    let grid = vit.grid();
-    let masks = MultiBlockMasks::new(config.masks.clone(), grid, grid)
-        .map_err(|error| ConfigError::Invalid { field: format!("masks.{}", error.field), problem: error.problem })?;
     let mut loader_config = config.loader.clone();
     loader_config.seed = config.seed;
     loader_config.epochs = None;
 
-    let model = IJepa::<B>::seeded(&vit, &config.predictor, config.seed, device);
-    let fresh = Trainable { target_encoder: model.context_encoder.valid(), model, optimizer: AdamW::default() };
+    let fresh = fresh::<B, M>(method.init(config.seed, device));
+    let columns = metric_columns(config.method);
     let metrics_path = run_dir.join("metrics.parquet");
     let (mut parts, state, mut table) = match &resume_from {
         Some(path) => {
@@ -166,17 +169,18 @@ pub fn train<B: AutodiffBackend>(
             table.truncate_to(state.step);
             (parts, state, table)
         }
-        None => (fresh, TrainState { step: 0, loader: LoaderPosition::default() }, MetricsTable::new(&METRIC_COLUMNS)),
+        None => (fresh, TrainState { step: 0, loader: LoaderPosition::default() }, MetricsTable::new(&columns)),
     };
 
-    let mut loader = Loader::start(&dataset, &loader_config, Arc::new(masks), state.loader)?;
+    let mut loader = Loader::start(&dataset, &loader_config, method.masks(), state.loader)?;
     let schedule = schedule_for(&config, loader.batches_per_epoch());
     let last_step = config.optim.max_steps.map_or(schedule.total_steps, |max| max.min(schedule.total_steps));
     let _ = writeln!(
         log,
-        "{} at step {} of {last_step} ({} optimizer steps in the full schedule, {} per epoch)",
+        "{} at step {} of {last_step} ({}; {} optimizer steps in the full schedule, {} per epoch)",
         if resume_from.is_some() { "resumed" } else { "started" },
         state.step,
+        config.method.as_str(),
         schedule.total_steps,
         (loader.batches_per_epoch() / config.optim.accumulation).max(1),
     );
@@ -204,10 +208,9 @@ pub fn train<B: AutodiffBackend>(
                 lr: schedule.lr_at(step),
                 weight_decay: schedule.weight_decay_at(step),
                 ema_momentum: schedule.ema_momentum_at(step),
-                loss: config.optim.loss,
                 grad_clip: config.optim.grad_clip,
             };
-            let stats = match optimizer_step(parts, &micro_batches, &settings) {
+            let stats = match optimizer_step(method, parts, &micro_batches, &settings) {
                 StepOutcome::Applied(updated, stats) => {
                     parts = *updated;
                     stats
@@ -219,7 +222,7 @@ pub fn train<B: AutodiffBackend>(
             let loss_sum = stats.loss;
 
             let seconds = step_started.elapsed().as_secs_f64();
-            for (name, value) in [
+            let values = [
                 ("epoch", epoch as f64),
                 ("loss", stats.loss),
                 ("lr", settings.lr),
@@ -227,10 +230,12 @@ pub fn train<B: AutodiffBackend>(
                 ("ema_momentum", settings.ema_momentum),
                 ("images_per_second", images as f64 / seconds),
                 ("grad_norm", stats.grad_norm),
-                ("target_feature_std", stats.target_feature_std),
                 ("relaxed_masks", relaxed as f64),
-            ] {
-                metrics::gauge!(name).set(value);
+            ];
+            for (name, value) in values.into_iter().chain(stats.method.iter().copied()) {
+                if columns.contains(&name) {
+                    metrics::gauge!(name).set(value);
+                }
             }
             table.push(step, &recorder.snapshot());
             losses.push(loss_sum);

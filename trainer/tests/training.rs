@@ -63,29 +63,49 @@ fn options(dir: &Path, resume: bool) -> TrainOptions {
     TrainOptions { runs_root: dir.join("runs"), resume, ..TrainOptions::default() }
 }
 
+/// The overrides that turn [`RUN`] into an MAE run with a small decoder.
+const MAE: [&str; 2] = ["method=mae", "mae.decoder={ dim = 16, depth = 1, heads = 2 }"];
+
 #[test]
 fn resume_continues_the_same_loss_curve_bit_for_bit() {
+    resume_matches_an_uninterrupted_run(&[]);
+}
+
+#[test]
+fn a_resumed_mae_run_continues_the_same_loss_curve() {
+    let dir = resume_matches_an_uninterrupted_run(&MAE);
+    // MAE keeps no target encoder and writes only the shared metric columns.
+    let checkpoint = dir.path().join("runs/split/checkpoints/step-00000008");
+    assert!(checkpoint.join("model.bin").is_file() && checkpoint.join("optimizer.bin").is_file());
+    assert!(!checkpoint.join("target_encoder.bin").exists());
+    let table = MetricsTable::read(&dir.path().join("runs/split/metrics.parquet")).unwrap();
+    assert_eq!(table.columns, METRIC_COLUMNS);
+    let log = std::fs::read_to_string(dir.path().join("runs/split/train.log")).unwrap();
+    assert!(log.contains("started at step 0 of 3 (mae;") && log.contains("resumed at step 3 of 8 (mae;"), "{log}");
+}
+
+/// Trains 8 steps in one go and as 3 + 5 with a resume, with `method` overrides; returns
+/// the folder holding both runs.
+fn resume_matches_an_uninterrupted_run(method: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     // 40 images, batch 8: 5 optimizer steps per epoch, 10 in the run.
     write_dataset(&dir.path().join("data"), 40, 3, 10, 2);
     let device = Default::default();
+    let config = |overrides: &[&str]| {
+        let all: Vec<&str> = method.iter().chain(overrides).copied().collect();
+        config(dir.path(), &all)
+    };
 
-    let whole =
-        train::<B>(config(dir.path(), &["name=whole", "optim.max_steps=8"]), &options(dir.path(), false), &device)
-            .unwrap();
+    let whole = train::<B>(config(&["name=whole", "optim.max_steps=8"]), &options(dir.path(), false), &device).unwrap();
     assert_eq!(whole.steps, 8);
     assert_eq!(whole.losses.len(), 8);
 
-    let first =
-        train::<B>(config(dir.path(), &["name=split", "optim.max_steps=3"]), &options(dir.path(), false), &device)
-            .unwrap();
+    let first = train::<B>(config(&["name=split", "optim.max_steps=3"]), &options(dir.path(), false), &device).unwrap();
     assert_eq!(first.steps, 3);
     // Starting again under the same name without --resume is refused.
-    let again = train::<B>(config(dir.path(), &["name=split"]), &options(dir.path(), false), &device);
+    let again = train::<B>(config(&["name=split"]), &options(dir.path(), false), &device);
     assert!(matches!(again, Err(TrainError::RunExists { .. })));
-    let rest =
-        train::<B>(config(dir.path(), &["name=split", "optim.max_steps=8"]), &options(dir.path(), true), &device)
-            .unwrap();
+    let rest = train::<B>(config(&["name=split", "optim.max_steps=8"]), &options(dir.path(), true), &device).unwrap();
     assert_eq!(rest.steps, 8);
     let resumed: Vec<f64> = first.losses.iter().chain(&rest.losses).copied().collect();
     assert_eq!(resumed, whole.losses, "bitwise on CPU");
@@ -96,6 +116,9 @@ fn resume_continues_the_same_loss_curve_bit_for_bit() {
     assert_eq!(split_table.steps, (0..8).collect::<Vec<_>>());
     assert_eq!(split_table.column("loss"), whole_table.column("loss"));
     assert_eq!(split_table.column("lr"), whole_table.column("lr"));
+    // The curve is a training curve: the loss moved.
+    assert!(whole.losses.iter().any(|loss| *loss != whole.losses[0]), "{:?}", whole.losses);
+    dir
 }
 
 #[test]
@@ -167,7 +190,8 @@ fn the_shipped_configs_load_and_describe_the_documented_models() {
     let stl10 = RunConfig::load(&root.join("stl10-vit-b16.toml"), &[]).unwrap();
     let vit = stl10.vit().unwrap();
     assert_eq!((vit.dim, vit.depth, vit.heads, vit.image_size_px, vit.patch_size_px), (768, 12, 12, 224, 16));
-    assert_eq!((stl10.predictor.depth, stl10.predictor.dim), (6, 384));
+    let predictor = stl10.predictor.as_ref().unwrap();
+    assert_eq!((predictor.depth, predictor.dim), (6, 384));
     assert_eq!((stl10.loader.batch_size, stl10.optim.accumulation), (64, 4));
     assert_eq!((stl10.optim.lr_peak, stl10.optim.warmup_epochs, stl10.optim.epochs), (1e-3, 15.0, 50));
     let demo = RunConfig::load(&root.join("demo-fashion.toml"), &[]).unwrap();
