@@ -199,16 +199,38 @@ pub fn extract<B: Backend>(
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<FeatureTable> {
     let size = settings.image_size_px;
-    let image_len = settings.channels * size * size;
     let batch_size = settings.batch_size.max(1);
     let threads = settings.threads.max(1);
     // Enough images in memory for a few batches per thread, and no more.
     let chunk_images = batch_size * threads * 4;
-    let mut pipeline = ImagePipeline::new(size as u32, settings.channels as u8);
     let mut table = FeatureTable::new(encoder.dim() * settings.layers);
     let mut pending = PendingImages { ids: Vec::new(), labels: Vec::new(), pixels: Vec::new() };
-    let location = |row_group: usize| format!("split `{split}` of {}, row group {row_group}", dataset.root().display());
+    each_labelled_image(dataset, split, size, settings.channels, |id, label, pixels| {
+        pending.ids.push(id);
+        pending.labels.push(label);
+        pending.pixels.extend_from_slice(pixels);
+        if pending.ids.len() == chunk_images {
+            encode_pending(encoder, &mut pending, settings, device, progress, &mut table);
+        }
+        Ok(())
+    })?;
+    encode_pending(encoder, &mut pending, settings, device, progress, &mut table);
+    Ok(table)
+}
 
+/// Calls `visit(id, label, pixels)` for every image of `split` in manifest order, resized
+/// whole to `image_size_px` with `channels` channels (`[channels, size, size]` u8). An
+/// unlabelled image is an error naming the split and row group.
+pub fn each_labelled_image(
+    dataset: &Dataset,
+    split: &str,
+    image_size_px: usize,
+    channels: usize,
+    mut visit: impl FnMut(u64, i32, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut pipeline = ImagePipeline::new(image_size_px as u32, channels as u8);
+    let mut pixels = vec![0u8; channels * image_size_px * image_size_px];
+    let location = |row_group: usize| format!("split `{split}` of {}, row group {row_group}", dataset.root().display());
     for group in dataset.row_groups(split)? {
         let group = group?;
         for image in group.iter() {
@@ -216,8 +238,6 @@ pub fn extract<B: Backend>(
                 path: location(group.row_group).into(),
                 problem: format!("image {} has no label", image.id),
             })?;
-            let start = pending.pixels.len();
-            pending.pixels.resize(start + image_len, 0);
             let source = SourceImage {
                 height: image.height.into(),
                 width: image.width.into(),
@@ -225,19 +245,68 @@ pub fn extract<B: Backend>(
                 pixels: image.pixels,
             };
             let whole = CropBox::whole(image.height.into(), image.width.into());
-            pipeline.process(source, whole, &mut pending.pixels[start..]).map_err(|problem| ProbeError::Bad {
+            pipeline.process(source, whole, &mut pixels).map_err(|problem| ProbeError::Bad {
                 path: location(group.row_group).into(),
                 problem: format!("image {}: {problem}", image.id),
             })?;
-            pending.ids.push(image.id);
-            pending.labels.push(i32::from(label));
-            if pending.ids.len() == chunk_images {
-                encode_pending(encoder, &mut pending, settings, device, progress, &mut table);
-            }
+            visit(image.id, i32::from(label), &pixels)?;
         }
     }
-    encode_pending(encoder, &mut pending, settings, device, progress, &mut table);
-    Ok(table)
+    Ok(())
+}
+
+/// Labelled images in memory, `[rows, channels, size, size]` u8.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LabelledImages {
+    pub ids: Vec<u64>,
+    pub labels: Vec<i32>,
+    pub pixels: Vec<u8>,
+    /// Values per image.
+    pub image_len: usize,
+}
+
+impl LabelledImages {
+    /// Every image of `split` (or those whose id is in `keep`), as [`each_labelled_image`] reads them.
+    pub fn read(
+        dataset: &Dataset,
+        split: &str,
+        image_size_px: usize,
+        channels: usize,
+        keep: Option<&std::collections::HashSet<u64>>,
+    ) -> Result<Self> {
+        let mut images = Self { image_len: channels * image_size_px * image_size_px, ..Self::default() };
+        each_labelled_image(dataset, split, image_size_px, channels, |id, label, pixels| {
+            if keep.is_none_or(|keep| keep.contains(&id)) {
+                images.ids.push(id);
+                images.labels.push(label);
+                images.pixels.extend_from_slice(pixels);
+            }
+            Ok(())
+        })?;
+        Ok(images)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn image(&self, row: usize) -> &[u8] {
+        &self.pixels[row * self.image_len..(row + 1) * self.image_len]
+    }
+
+    pub fn select_rows(&self, rows: &[usize]) -> Self {
+        let mut out = Self { image_len: self.image_len, ..Self::default() };
+        for &row in rows {
+            out.ids.push(self.ids[row]);
+            out.labels.push(self.labels[row]);
+            out.pixels.extend_from_slice(self.image(row));
+        }
+        out
+    }
 }
 
 /// Average-pooled features of `count` images (`[count, channels, size, size]` u8), row-major.

@@ -111,14 +111,8 @@ impl Classifier for LinearProbe {
 /// retrains on all of `train` with them.
 pub fn fit(train: &FeatureTable, classes: usize, settings: &LinearSettings) -> (LinearProbe, Selection) {
     assert!(!settings.learning_rates.is_empty() && !settings.weight_decays.is_empty(), "an empty grid");
-    let mut rows: Vec<usize> = (0..train.len()).collect();
-    KeyedRng::new(&[settings.seed, 0x76_61_6c]).shuffle(&mut rows);
-    let validation_rows =
-        ((train.len() as f64 * settings.validation_fraction).round() as usize).clamp(1, train.len() - 1);
-    let (validation, fitting) = rows.split_at(validation_rows);
-    let mut fitting = fitting.to_vec();
-    fitting.sort_unstable();
-    let (fitting, validation) = (train.select_rows(&fitting), train.select_rows(validation));
+    let (fitting, validation) = validation_split(train.len(), settings.validation_fraction, settings.seed);
+    let (fitting, validation) = (train.select_rows(&fitting), train.select_rows(&validation));
 
     let mut candidates = Vec::new();
     for &learning_rate in &settings.learning_rates {
@@ -133,13 +127,7 @@ pub fn fit(train: &FeatureTable, classes: usize, settings: &LinearSettings) -> (
             });
         }
     }
-    // Best accuracy; among equals the first in grid order (smaller lr, then smaller decay).
-    let chosen =
-        (0..candidates.len())
-            .reduce(|best, index| {
-                if candidates[index].validation_accuracy > candidates[best].validation_accuracy { index } else { best }
-            })
-            .expect("a non-empty grid");
+    let chosen = best_index(candidates.iter().map(|candidate| candidate.validation_accuracy));
     let probe =
         train_probe(train, classes, candidates[chosen].learning_rate, candidates[chosen].weight_decay, settings);
     let selection = Selection { candidates, chosen, train_rows: fitting.len(), validation_rows: validation.len() };
@@ -188,7 +176,7 @@ pub fn train_probe(
             let logits = model.forward(inputs.clone().select(0, index.clone()));
             let value = loss.forward(logits, targets.clone().select(0, index));
             let grads = GradientsParams::from_grads(value.backward(), &model);
-            let lr = learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total_steps as f64).cos());
+            let lr = cosine_lr(learning_rate, step, total_steps);
             model = optimizer.step(model, grads, lr, weight_decay);
             step += 1;
         }
@@ -197,6 +185,35 @@ pub fn train_probe(
     let weight = record.weight.val().transpose().into_data().into_vec::<f32>().expect("f32 weights");
     let bias = record.bias.expect("a bias").val().into_data().into_vec::<f32>().expect("f32 bias");
     LinearProbe { mean, std, weight, bias, classes }
+}
+
+/// Rows `0..rows` split into (fitting, validation) by a shuffle keyed by `seed`: about
+/// `fraction` of them (at least one, and never all) validate; both lists are sorted.
+pub fn validation_split(rows: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    assert!(rows >= 2, "a validation split needs at least 2 rows");
+    let mut order: Vec<usize> = (0..rows).collect();
+    KeyedRng::new(&[seed, 0x76_61_6c]).shuffle(&mut order);
+    let validation_rows = ((rows as f64 * fraction).round() as usize).clamp(1, rows - 1);
+    let mut fitting = order.split_off(validation_rows);
+    fitting.sort_unstable();
+    order.sort_unstable();
+    (fitting, order)
+}
+
+/// `peak` decayed to zero along half a cosine over `total` steps.
+pub fn cosine_lr(peak: f64, step: usize, total: usize) -> f64 {
+    peak * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total.max(1) as f64).cos())
+}
+
+/// The index of the best score; among equals the first (the grid's order breaks ties).
+pub fn best_index(scores: impl IntoIterator<Item = f64>) -> usize {
+    let mut best: Option<(usize, f64)> = None;
+    for (index, score) in scores.into_iter().enumerate() {
+        if best.is_none_or(|(_, best_score)| score > best_score) {
+            best = Some((index, score));
+        }
+    }
+    best.expect("a non-empty grid").0
 }
 
 /// Per-column mean and standard deviation (1 where a column is constant).

@@ -4,15 +4,20 @@
 //! probe features --run runs/demo-fashion [--encoder random] [--checkpoint step-N] [--layers 4]
 //! probe linear   --run runs/demo-fashion [--encoder random] [--protocol NAME]…
 //! probe knn      --run runs/demo-fashion [--k 20] [--temperature 0.07]
+//! probe finetune --run runs/demo-fashion [--encoder random] [--epochs 3] [--train-images N]
 //! probe report   --run runs/demo-fashion
 //! probe all      --run runs/demo-fashion [--require-pretrained-better]
+//! probe compare  --run runs/compare-fashion/ijepa --run runs/compare-fashion/mae --out runs/compare-fashion
+//! probe reconstruct --run runs/compare-fashion/mae --out mae-reconstruction.png
 //! ```
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use jepa_probe::evaluate::{Probe, run_probe, write_outcome};
+use jepa_probe::compare::{CompareOptions, compare, markdown_table};
+use jepa_probe::evaluate::{FinetuneOptions, Probe, run_finetune, run_probe, write_outcome};
+use jepa_probe::finetune::FinetuneSettings;
 use jepa_probe::knn::KnnSettings;
 use jepa_probe::linear::LinearSettings;
 use jepa_probe::pipeline::{EvaluateOptions, FeatureOptions, evaluate_all, write_features};
@@ -23,6 +28,7 @@ use jepa_probe::{EncoderKind, RunFolder};
 type Device = burn::backend::Cuda<f32>;
 #[cfg(not(feature = "cuda"))]
 type Device = burn::backend::NdArray<f32>;
+type Train = burn::backend::Autodiff<Device>;
 
 #[derive(Parser)]
 #[command(about = "Evaluate a trained run's frozen encoder: features, linear probe, kNN, report")]
@@ -101,6 +107,40 @@ impl KnnArgs {
     }
 }
 
+#[derive(Args)]
+struct FinetuneArgs {
+    /// Peak learning rates to try, each for up to --epochs
+    #[arg(long = "finetune-learning-rates", value_delimiter = ',', default_values_t = FinetuneSettings::default().learning_rates)]
+    finetune_learning_rates: Vec<f64>,
+    /// The most epochs; the best epoch on the validation part is kept
+    #[arg(long = "finetune-epochs", default_value_t = FinetuneSettings::default().epochs)]
+    finetune_epochs: usize,
+    /// Fine-tune on this many train images, drawn at random (default: all)
+    #[arg(long = "finetune-train-images")]
+    finetune_train_images: Option<usize>,
+    #[arg(long = "finetune-batch-size", default_value_t = FinetuneSettings::default().batch_size)]
+    finetune_batch_size: usize,
+    #[arg(long = "finetune-weight-decay", default_value_t = FinetuneSettings::default().weight_decay)]
+    finetune_weight_decay: f64,
+    /// The head's learning rate over the encoder's
+    #[arg(long = "finetune-head-lr-scale", default_value_t = FinetuneSettings::default().head_lr_scale)]
+    finetune_head_lr_scale: f64,
+}
+
+impl FinetuneArgs {
+    fn settings(&self) -> FinetuneSettings {
+        FinetuneSettings {
+            learning_rates: self.finetune_learning_rates.clone(),
+            epochs: self.finetune_epochs,
+            train_images: self.finetune_train_images,
+            batch_size: self.finetune_batch_size,
+            weight_decay: self.finetune_weight_decay,
+            head_lr_scale: self.finetune_head_lr_scale,
+            ..FinetuneSettings::default()
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Average-pooled features of the train and test splits → <run>/features[-random]/<split>.parquet
@@ -134,6 +174,53 @@ enum Command {
         protocols: Vec<String>,
         #[command(flatten)]
         knn: KnnArgs,
+    },
+    /// Fine-tune the whole encoder with a linear head → <run>/probe/predictions/<encoder>-finetune.parquet
+    Finetune {
+        #[command(flatten)]
+        run: RunArgs,
+        #[arg(long, value_enum, default_value_t = EncoderKind::Pretrained)]
+        encoder: EncoderKind,
+        /// Checkpoint: `step-00000937`, a step number or a path (default: the latest)
+        #[arg(long)]
+        checkpoint: Option<String>,
+        /// Protocols to run (default: those with a single train set)
+        #[arg(long = "protocol")]
+        protocols: Vec<String>,
+        #[command(flatten)]
+        finetune: FinetuneArgs,
+    },
+    /// Compare runs of different methods (same encoder, data and budget) with linear, kNN and fine-tune
+    Compare {
+        /// A run folder; repeat for each method
+        #[arg(long = "run", required = true)]
+        runs: Vec<PathBuf>,
+        /// Where summary.parquet, summary.png and compare.md go
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        quiet: bool,
+        #[command(flatten)]
+        features: FeatureArgs,
+        #[arg(long = "protocol")]
+        protocols: Vec<String>,
+        #[command(flatten)]
+        linear: LinearArgs,
+        #[command(flatten)]
+        knn: KnnArgs,
+        #[command(flatten)]
+        finetune: FinetuneArgs,
+    },
+    /// MAE's figure: original, masked input and reconstruction of a few test images (PNG)
+    Reconstruct {
+        #[command(flatten)]
+        run: RunArgs,
+        #[arg(long)]
+        checkpoint: Option<String>,
+        #[arg(long, default_value_t = 6)]
+        images: usize,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Scores, confusion matrices, report.md and plots from every prediction file
     Report {
@@ -192,6 +279,51 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Knn { run: args, encoder, protocols, knn } => {
             probe(&open(&args)?, encoder, &Probe::Knn(knn.settings()), &protocols)?;
+        }
+        Command::Finetune { run: args, encoder, checkpoint, protocols, finetune } => {
+            let run = open(&args)?;
+            let options = FinetuneOptions {
+                checkpoint,
+                protocols,
+                threads: FeatureOptions::default().threads,
+                progress: !args.quiet,
+            };
+            for (task, predictions, selection) in
+                run_finetune::<Train>(&run, encoder, &finetune.settings(), &options, &device)?
+            {
+                let chosen = selection.chosen();
+                println!(
+                    "{} finetune {}: accuracy {:.2}% (lr {:e}, {} epoch(s), validation {:.2}%)",
+                    task.encoder,
+                    task.protocol,
+                    100.0 * predictions.accuracy(),
+                    chosen.learning_rate,
+                    chosen.epochs,
+                    100.0 * chosen.validation_accuracy
+                );
+            }
+        }
+        Command::Compare { runs, out, quiet, features, protocols, linear, knn, finetune } => {
+            let args = RunArgs { run: runs[0].clone(), dataset: None, quiet };
+            let runs: Vec<RunFolder> = runs.iter().map(|run| RunFolder::open(run)).collect::<Result<_, _>>()?;
+            let options = CompareOptions {
+                evaluate: EvaluateOptions {
+                    features: feature_options(&features, &args),
+                    linear: linear.settings(),
+                    knn: knn.settings(),
+                    protocols,
+                },
+                finetune: finetune.settings(),
+            };
+            let comparison = compare::<Train>(&runs, &out, &options, &device)?;
+            println!("{}", markdown_table(&comparison.rows));
+            println!("summary: {}\nchart: {}", comparison.summary.display(), comparison.chart.display());
+        }
+        Command::Reconstruct { run: args, checkpoint, images, out } => {
+            let run = open(&args)?;
+            let checkpoint = run.checkpoint(checkpoint.as_deref())?;
+            jepa_probe::reconstruction::draw::<Device>(&run, &checkpoint, images, &out, &device)?;
+            println!("{}", out.display());
         }
         Command::Report { run: args } => {
             let report = write_report(&open(&args)?)?;

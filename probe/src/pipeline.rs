@@ -111,17 +111,28 @@ pub struct EvaluateOptions {
 /// Features for both encoders, linear probe and kNN on each, then the report.
 pub fn evaluate_all<B: Backend>(run: &RunFolder, options: &EvaluateOptions, device: &B::Device) -> Result<Report> {
     for encoder_kind in EncoderKind::ALL {
-        let started = Instant::now();
-        write_features::<B>(run, encoder_kind, &options.features, device)?;
-        log(options, format!("features ({encoder_kind}): {:.1} s", started.elapsed().as_secs_f64()));
-        for probe in [Probe::Linear(options.linear.clone()), Probe::Knn(options.knn)] {
-            let started = Instant::now();
-            let outcome = run_probe(run, encoder_kind, &probe, &options.protocols)?;
-            write_outcome(run, encoder_kind, &probe, &outcome)?;
-            log(options, format!("{} probe ({encoder_kind}): {:.1} s", probe.name(), started.elapsed().as_secs_f64()));
-        }
+        evaluate_encoder::<B>(run, encoder_kind, options, device)?;
     }
     write_report(run)
+}
+
+/// Features for one encoder, then the linear probe and kNN on them.
+pub fn evaluate_encoder<B: Backend>(
+    run: &RunFolder,
+    encoder_kind: EncoderKind,
+    options: &EvaluateOptions,
+    device: &B::Device,
+) -> Result<()> {
+    let started = Instant::now();
+    write_features::<B>(run, encoder_kind, &options.features, device)?;
+    log(options, format!("features ({encoder_kind}): {:.1} s", started.elapsed().as_secs_f64()));
+    for probe in [Probe::Linear(options.linear.clone()), Probe::Knn(options.knn)] {
+        let started = Instant::now();
+        let outcome = run_probe(run, encoder_kind, &probe, &options.protocols)?;
+        write_outcome(run, encoder_kind, &probe, &outcome)?;
+        log(options, format!("{} probe ({encoder_kind}): {:.1} s", probe.name(), started.elapsed().as_secs_f64()));
+    }
+    Ok(())
 }
 
 fn log(options: &EvaluateOptions, line: String) {

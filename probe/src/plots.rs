@@ -110,25 +110,24 @@ fn text_column(frame: &DataFrame, name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Loss, learning rate, weight decay and EMA momentum against the optimizer step.
+/// Loss, learning rate, weight decay and EMA momentum (images/s for a method without an
+/// EMA) against the optimizer step.
 fn training_curves(metrics: &Path, path: &Path) -> Result<()> {
     let text = metrics.to_str().ok_or_else(|| ProbeError::bad(metrics, "is not valid UTF-8"))?;
     let frame = LazyFrame::scan_parquet(PlRefPath::new(text), ScanArgsParquet::default())
-        .and_then(|frame| {
-            frame.select([col("step"), col("loss"), col("lr"), col("weight_decay"), col("ema_momentum")]).collect()
-        })
+        .and_then(|frame| frame.collect())
         .map_err(ProbeError::polars(metrics.display().to_string()))?;
+    let fourth = if frame.column("ema_momentum").is_ok() {
+        ("ema_momentum", "EMA momentum")
+    } else {
+        ("images_per_second", "images/s")
+    };
     let steps: Vec<f64> = float_column(&frame, "step").into_iter().map(|v| v.unwrap_or(0.0)).collect();
     let root = BitMapBackend::new(path, (1200, 800)).into_drawing_area();
     let draw = || -> std::result::Result<(), String> {
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let panels = root.split_evenly((2, 2));
-        let series = [
-            ("loss", "loss"),
-            ("lr", "learning rate"),
-            ("weight_decay", "weight decay"),
-            ("ema_momentum", "EMA momentum"),
-        ];
+        let series = [("loss", "loss"), ("lr", "learning rate"), ("weight_decay", "weight decay"), fourth];
         for (panel, (column, title)) in panels.iter().zip(series) {
             let values = float_column(&frame, column);
             let points: Vec<(f64, f64)> = steps
@@ -313,4 +312,71 @@ fn per_class_accuracy(per_class: &DataFrame, class_names: &[String], path: &Path
     };
     draw().map_err(|error| ProbeError::bad(path, error.to_string()))?;
     Ok(true)
+}
+
+/// The method comparison: accuracy on the first task, one group of bars per protocol
+/// (linear, kNN, fine-tune) and one bar per method, each labelled with its value.
+pub fn comparison_bars(rows: &[crate::compare::CompareRow], path: &Path) -> Result<()> {
+    ensure_font()?;
+    let Some(task) = rows.iter().map(|row| row.task.clone()).min() else {
+        return Err(ProbeError::bad(path, "nothing to plot: the comparison has no rows"));
+    };
+    let protocols = ["linear", "knn", "finetune"];
+    let methods: [(&str, RGBColor); 3] =
+        [("ijepa", RGBColor(40, 90, 200)), ("mae", RGBColor(220, 120, 30)), ("random", RGBColor(150, 150, 150))];
+    let root = BitMapBackend::new(path, (1000, 620)).into_drawing_area();
+    let draw = || -> std::result::Result<(), Box<dyn std::error::Error + '_>> {
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("{task}: test accuracy by evaluation protocol"), (FONT_FAMILY, 22))
+            .margin(15)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..protocols.len() as f64, -0.08..1.0)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .disable_x_axis()
+            .y_desc("accuracy")
+            .label_style((FONT_FAMILY, 14))
+            .draw()?;
+        let width = 0.26;
+        for (index, protocol) in protocols.iter().enumerate() {
+            chart.draw_series(std::iter::once(Text::new(
+                protocol.to_string(),
+                (index as f64 + 0.45, -0.03),
+                (FONT_FAMILY, 18).into_font(),
+            )))?;
+        }
+        for (slot, (method, colour)) in methods.iter().enumerate() {
+            let values: Vec<(usize, f64)> = rows
+                .iter()
+                .filter(|row| row.task == task && row.method == *method)
+                .filter_map(|row| protocols.iter().position(|p| *p == row.protocol).map(|index| (index, row.accuracy)))
+                .collect();
+            let left = |index: usize| index as f64 + 0.1 + slot as f64 * width;
+            chart
+                .draw_series(values.iter().map(|&(index, accuracy)| {
+                    Rectangle::new([(left(index), 0.0), (left(index) + width * 0.9, accuracy)], colour.filled())
+                }))?
+                .label(*method)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], colour.filled()));
+            chart.draw_series(values.iter().map(|&(index, accuracy)| {
+                Text::new(
+                    format!("{:.1}", 100.0 * accuracy),
+                    (left(index), accuracy + 0.04),
+                    (FONT_FAMILY, 14).into_font(),
+                )
+            }))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .label_font((FONT_FAMILY, 16))
+            .draw()?;
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|error| ProbeError::bad(path, error.to_string()))
 }

@@ -183,17 +183,21 @@ fn training_lines(run: &RunFolder) -> Result<Vec<String>> {
     if !path.exists() {
         return Ok(vec!["No `metrics.parquet` in the run folder.".into()]);
     }
-    let stats = collect(
-        scan(&path)?.select([
-            len().alias("steps"),
-            col("loss").first().alias("first_loss"),
-            col("loss").tail(Some(50)).mean().alias("last_loss"),
-            col("target_feature_std").min().alias("std_min"),
-            col("target_feature_std").max().alias("std_max"),
-            col("images_per_second").median().alias("images_per_second"),
-        ]),
-        "training metrics",
-    )?;
+    let mut frame = scan(&path)?;
+    let schema = frame.collect_schema().map_err(ProbeError::polars(path.display().to_string()))?;
+    // MAE keeps no target encoder: its table has no feature spread to report.
+    let has_std = schema.get("target_feature_std").is_some();
+    let mut columns = vec![
+        len().alias("steps"),
+        col("loss").first().alias("first_loss"),
+        col("loss").tail(Some(50)).mean().alias("last_loss"),
+        col("images_per_second").median().alias("images_per_second"),
+    ];
+    if has_std {
+        columns.push(col("target_feature_std").min().alias("std_min"));
+        columns.push(col("target_feature_std").max().alias("std_max"));
+    }
+    let stats = collect(frame.select(columns), "training metrics")?;
     let value = |name: &str| {
         stats
             .column(name)
@@ -201,14 +205,21 @@ fn training_lines(run: &RunFolder) -> Result<Vec<String>> {
             .and_then(|column| column.cast(&DataType::Float64).ok())
             .and_then(|column| column.f64().ok().and_then(|values| values.get(0)))
     };
+    let spread = if has_std {
+        format!(
+            " target-feature std {:.2}–{:.2} (no collapse where it stays well above 0);",
+            value("std_min").unwrap_or(f64::NAN),
+            value("std_max").unwrap_or(f64::NAN)
+        )
+    } else {
+        String::new()
+    };
     Ok(vec![format!(
-        "{} optimizer steps; loss {:.3} at the first step, {:.3} over the last 50; target-feature std {:.2}–{:.2} \
-         (no collapse where it stays well above 0); median {:.0} images/s.",
+        "{} {} optimizer steps; loss {:.3} at the first step, {:.3} over the last 50;{spread} median {:.0} images/s.",
+        run.config.method.as_str(),
         value("steps").unwrap_or(0.0),
         value("first_loss").unwrap_or(f64::NAN),
         value("last_loss").unwrap_or(f64::NAN),
-        value("std_min").unwrap_or(f64::NAN),
-        value("std_max").unwrap_or(f64::NAN),
         value("images_per_second").unwrap_or(f64::NAN),
     )])
 }
@@ -233,11 +244,17 @@ fn markdown(run: &RunFolder, rows: &[SummaryRow], per_class: &DataFrame, plots: 
     );
     text.push_str("## Headline\n\n");
     text.push_str(&summary_table(rows));
-    text.push_str(
-        "\n`pretrained` is the run's target encoder; `random` the same config from the run's seed, never \
+    let pretrained = match config.method {
+        jepa_trainer::config::Method::Ijepa => "the I-JEPA run's EMA target encoder",
+        jepa_trainer::config::Method::Mae => "the MAE run's encoder",
+    };
+    let _ = write!(
+        text,
+        "\n`pretrained` is {pretrained}; `random` the same config from the run's seed, never \
          trained. Linear: softmax regression on standardised features, learning rate and weight decay chosen \
          on 10% of train, retrained on all of train, evaluated once on test. kNN: cosine, k = 20, \
-         votes exp(sim / 0.07).\n\n",
+         votes exp(sim / 0.07). Fine-tune (where run): encoder and linear head trained end to end, learning \
+         rate and epochs chosen on a validation part of train, evaluated once on test.\n\n",
     );
 
     text.push_str("## Features\n\n| encoder | split | rows | dim | from |\n|---|---|---:|---:|---|\n");
