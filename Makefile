@@ -17,7 +17,7 @@ PROBE_CPU = $(CARGO) run --release --quiet -p jepa-probe --bin probe --
 PROBE_CUDA = $(CARGO) run --release --quiet -p jepa-probe --features cuda --bin probe --
 RUNS ?= runs
 
-.PHONY: help setup ingest ingest-fashion masks train train-demo probe probe-demo demo test test-rust test-python check-cuda lint bench bench-ingest bench-loader bench-train bench-probe clean
+.PHONY: help setup ingest ingest-fashion masks train train-demo probe probe-demo demo compare test test-rust test-python check-cuda lint bench bench-ingest bench-loader bench-train bench-probe clean
 
 help:
 	@echo "make setup           Debian's Fashion-MNIST package and a Python venv with polars + pyarrow"
@@ -29,6 +29,7 @@ help:
 	@echo "make probe           features, linear probe, kNN and report for the STL-10 run (CUDA for the features)"
 	@echo "make probe-demo      features, linear probe, kNN and report for runs/demo-fashion (CPU)"
 	@echo "make demo            the whole path on Fashion-MNIST on the CPU: ingest, train, probe, results table"
+	@echo "make compare         I-JEPA against MAE against a random encoder on Fashion-MNIST (CPU) -> $(RUNS)/compare-fashion"
 	@echo "make test            all Rust tests, then the Python polars/pyarrow check of real shards"
 	@echo "make lint            rustfmt and clippy"
 	@echo "make bench-ingest    ingest throughput against a plain copy on the same disk"
@@ -78,6 +79,22 @@ probe-demo:
 demo: train-demo
 	$(MAKE) probe-demo
 
+# I-JEPA and MAE pre-trained with the same encoder, data, schedule and step budget
+# (configs/compare-fashion.toml), then linear probe, kNN and fine-tuning of each and of the
+# random-init encoder -> $(COMPARE)/summary.parquet, summary.png, compare.md, and MAE's
+# reconstruction figure. Finished runs are kept; the evaluation runs again.
+COMPARE ?= $(RUNS)/compare-fashion
+COMPARE_FINETUNE ?= --finetune-train-images 4000 --finetune-epochs 2 --finetune-learning-rates 3e-3,1e-3
+compare: ingest-fashion
+	@set -e; started=$$(date +%s); \
+	for method in ijepa mae; do \
+	  if [ -d $(COMPARE)/$$method/checkpoints ]; then $(TRAIN_CPU) --resume $(COMPARE)/$$method; \
+	  else $(TRAIN_CPU) --config configs/compare-fashion.toml --runs $(COMPARE) --set name=$$method --set method=$$method; fi; \
+	done; \
+	$(PROBE_CPU) compare --run $(COMPARE)/ijepa --run $(COMPARE)/mae --out $(COMPARE) $(COMPARE_FINETUNE); \
+	$(PROBE_CPU) reconstruct --run $(COMPARE)/mae --out $(COMPARE)/mae-reconstruction.png; \
+	echo "compare: $$(( $$(date +%s) - started )) s wall"
+
 test: test-rust test-python
 
 # The probe's end-to-end test leaves its small run in target/interop for test-python.
@@ -91,6 +108,7 @@ test-python:
 	$(INGEST_DEV) fashion-mnist --from $(FASHION_MNIST_DIR) --out target/interop/fashion-mnist --quiet --force
 	$(PYTHON) scripts/check_shards.py target/interop/fashion-mnist
 	$(PYTHON) scripts/check_probe.py target/interop/probe-demo/runs/demo-fashion
+	$(PYTHON) scripts/check_compare.py target/interop/compare/compare-out
 
 # The GPU path must keep compiling even where no GPU is.
 check-cuda:

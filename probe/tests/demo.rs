@@ -2,100 +2,35 @@
 //! slice of train, then the whole evaluation (both encoders, both probes, report), checked
 //! for complete, well-formed outputs and probes that beat chance.
 //!
-//! With `JEPA_INTEROP_DIR` set (as `make test` sets it), the run is left in
-//! `$JEPA_INTEROP_DIR/probe-demo/` for the Python polars check that follows.
+//! `make compare` in small, in the same way: the compare config trained as I-JEPA and as MAE
+//! for 30 steps each, then linear, kNN and fine-tuning of both and of the random-init
+//! encoder, the summary, the bar chart and MAE's reconstruction. (One test binary for both:
+//! each more links and optimises the whole stack again.)
+//!
+//! With `JEPA_INTEROP_DIR` set (as `make test` sets it), the runs are left in
+//! `$JEPA_INTEROP_DIR/{probe-demo,compare}/` for the Python polars checks that follow.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+mod common;
 
-use jepa_ingest::fashion_mnist::{DEFAULT_DIR, FashionMnist};
-use jepa_ingest::{IngestOptions, Progress, ingest};
+use std::path::Path;
+
+use common::{TEST_IMAGES, TRAIN_IMAGES, assert_png, column_f64, read, real_slice, scratch_root};
+use jepa_probe::compare::{CompareOptions, compare};
 use jepa_probe::features::FeatureTable;
+use jepa_probe::finetune::FinetuneSettings;
 use jepa_probe::linear::LinearSettings;
 use jepa_probe::pipeline::{EvaluateOptions, FeatureOptions, evaluate_all};
 use jepa_probe::{EncoderKind, RunFolder};
-use jepa_shared::{Dataset, DatasetWriter, Manifest, ShardLayout, SourceInfo};
+use jepa_shared::Manifest;
 use jepa_trainer::config::RunConfig;
 use jepa_trainer::training::{TrainOptions, train};
-use polars::prelude::*;
 
 type Backend = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
 
-const TRAIN_IMAGES: u64 = 6_000;
-const TEST_IMAGES: u64 = 1_000;
-
-fn fashion_dir() -> PathBuf {
-    let dir = PathBuf::from(std::env::var("FASHION_MNIST_DIR").unwrap_or_else(|_| DEFAULT_DIR.into()));
-    assert!(
-        dir.join("train-images-idx3-ubyte.gz").is_file(),
-        "{} lacks Fashion-MNIST: apt-get install dataset-fashion-mnist (or `make setup`)",
-        dir.display()
-    );
-    dir
-}
-
-/// The first `TRAIN_IMAGES` / `TEST_IMAGES` images of the real splits, ids kept.
-fn write_slice(full: &Path, out: &Path) {
-    let dataset = Dataset::open(full).unwrap();
-    let mut writer = DatasetWriter::create(out, ShardLayout::default()).unwrap();
-    for (name, keep) in [("train", TRAIN_IMAGES), ("test", TEST_IMAGES)] {
-        let mut split = writer.split(name).unwrap();
-        'groups: for group in dataset.row_groups(name).unwrap() {
-            for image in group.unwrap().iter() {
-                if image.id >= keep {
-                    break 'groups;
-                }
-                split.push(&image.to_record()).unwrap();
-            }
-        }
-        split.finish(None, 0).unwrap();
-    }
-    let manifest = dataset.manifest();
-    let source = SourceInfo {
-        kind: manifest.source.kind.clone(),
-        location: full.display().to_string(),
-        sha256: manifest.source.sha256.clone(),
-        options: BTreeMap::from([("slice".into(), format!("train {TRAIN_IMAGES}, test {TEST_IMAGES}"))]),
-    };
-    writer.commit(&manifest.name, source, manifest.class_names.clone()).unwrap();
-}
-
-fn column_f64(frame: &DataFrame, name: &str) -> Vec<f64> {
-    frame.column(name).unwrap().cast(&DataType::Float64).unwrap().f64().unwrap().into_no_null_iter().collect()
-}
-
-fn read(path: &Path) -> DataFrame {
-    LazyFrame::scan_parquet(PlRefPath::new(path.to_str().unwrap()), ScanArgsParquet::default())
-        .unwrap()
-        .collect()
-        .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
-}
-
-fn assert_png(path: &Path) {
-    let bytes = std::fs::read(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{} is not a PNG", path.display());
-    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
-    let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
-    assert!(width >= 600 && height >= 400, "{}: {width}×{height}", path.display());
-    assert!(bytes.len() > 5_000, "{}: {} bytes is an empty canvas", path.display(), bytes.len());
-}
-
 #[test]
 fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance() {
-    let scratch = tempfile::tempdir().unwrap();
-    let root = match std::env::var_os("JEPA_INTEROP_DIR") {
-        Some(dir) => {
-            let root = PathBuf::from(dir).join("probe-demo");
-            let _ = std::fs::remove_dir_all(&root);
-            root
-        }
-        None => scratch.path().to_path_buf(),
-    };
-    let full = root.join("fashion-mnist");
-    let options = IngestOptions { out: full.clone(), layout: ShardLayout::default(), force: false };
-    ingest(&FashionMnist::open(&fashion_dir()).unwrap(), &options, &Progress::hidden()).unwrap();
-    let slice = root.join("fashion-mnist-slice");
-    write_slice(&full, &slice);
+    let (_scratch, root) = scratch_root("probe-demo");
+    let slice = real_slice(&root);
 
     // The demo config, shortened: 40 steps of 64 images.
     let config = RunConfig::load(
@@ -176,4 +111,120 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
         assert_png(&probe.join(plot));
         assert!(markdown.contains(plot), "report.md does not show {plot}");
     }
+}
+
+fn string_column(frame: &polars::prelude::DataFrame, name: &str) -> Vec<String> {
+    frame.column(name).unwrap().str().unwrap().iter().map(|value| value.unwrap().to_string()).collect()
+}
+
+#[test]
+fn small_comparison_of_ijepa_mae_and_random_on_real_fashion_mnist() {
+    let (_scratch, root) = scratch_root("compare");
+    let slice = real_slice(&root);
+    let runs = root.join("runs");
+    let mut folders = Vec::new();
+    for method in ["ijepa", "mae"] {
+        let config = RunConfig::load(
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/compare-fashion.toml")),
+            &[
+                format!("dataset=\"{}\"", slice.display()),
+                format!("name={method}"),
+                format!("method={method}"),
+                "optim.max_steps=30".into(),
+                "checkpoint.every_steps=1000".into(),
+            ],
+        )
+        .unwrap();
+        let options = TrainOptions { runs_root: runs.clone(), resume: false, progress: false, recorder: None };
+        let trained = train::<Backend>(config, &options, &Default::default()).unwrap();
+        assert_eq!(trained.steps, 30);
+        folders.push(RunFolder::open(&trained.run_dir).unwrap());
+    }
+
+    let options = CompareOptions {
+        evaluate: EvaluateOptions {
+            features: FeatureOptions { progress: false, ..FeatureOptions::default() },
+            linear: LinearSettings {
+                learning_rates: vec![3e-2],
+                weight_decays: vec![0.0],
+                epochs: 10,
+                ..LinearSettings::default()
+            },
+            ..EvaluateOptions::default()
+        },
+        finetune: FinetuneSettings {
+            learning_rates: vec![1e-3, 3e-4],
+            epochs: 2,
+            train_images: Some(1_000),
+            ..FinetuneSettings::default()
+        },
+    };
+    let out = root.join("compare-out");
+    let comparison = compare::<Backend>(&folders, &out, &options, &Default::default()).unwrap();
+
+    // 3 methods × 3 protocols, with the columns the comparison promises.
+    let summary = read(&comparison.summary);
+    assert_eq!(summary.height(), 9, "{summary}");
+    let methods = string_column(&summary, "method");
+    let protocols = string_column(&summary, "protocol");
+    for method in ["ijepa", "mae", "random"] {
+        for protocol in ["linear", "knn", "finetune"] {
+            let rows = (0..9).filter(|&row| methods[row] == method && protocols[row] == protocol).count();
+            assert_eq!(rows, 1, "{method} {protocol}:\n{summary}");
+        }
+    }
+    // Above chance (10%) everywhere; 30 steps of pre-training and 900 fine-tuning images for
+    // 2 epochs leave fine-tuning far below the frozen probes on 6,000 images.
+    let scores = column_f64(&summary, "accuracy").into_iter().zip(column_f64(&summary, "macro_f1"));
+    for ((accuracy, macro_f1), protocol) in scores.zip(&protocols) {
+        let floor = if protocol == "finetune" { 0.15 } else { 0.35 };
+        assert!(accuracy > floor && accuracy <= 1.0, "{protocol} accuracy {accuracy} of\n{summary}");
+        assert!(macro_f1 > 0.1 && macro_f1 <= 1.0, "{protocol} macro F1 {macro_f1} of\n{summary}");
+    }
+    let objectives = string_column(&summary, "objective");
+    assert!(objectives.iter().zip(&methods).all(|(objective, method)| match method.as_str() {
+        "ijepa" => objective == "ijepa smooth_l1",
+        "mae" => objective == "mae norm_pix",
+        _ => objective == "none",
+    }));
+    assert_png(&comparison.chart);
+    let markdown = std::fs::read_to_string(&comparison.markdown).unwrap();
+    assert!(markdown.contains("| fashion-mnist | finetune | mae | mae norm_pix |"), "{markdown}");
+
+    // Fine-tuning evaluated every test image once, and chose from 2 lrs × 2 epochs on 100
+    // validation images carved from its 1,000.
+    let mae = &folders[1];
+    let predictions = read(&mae.probe_dir().join("predictions").join("pretrained-finetune.parquet"));
+    assert_eq!(predictions.height() as u64, TEST_IMAGES);
+    let selection = read(&mae.probe_dir().join("selection").join("pretrained-finetune.parquet"));
+    assert_eq!(selection.height(), 4, "{selection}");
+    assert_eq!(column_f64(&selection, "validation_rows"), vec![100.0; 4]);
+    let chosen = selection.column("chosen").unwrap().bool().unwrap().iter().filter(|c| *c == Some(true)).count();
+    assert_eq!(chosen, 1);
+    // Each run has its own report; the MAE one says which encoder it evaluated.
+    let report = std::fs::read_to_string(mae.probe_dir().join("report.md")).unwrap();
+    assert!(report.contains("the MAE run's encoder") && report.contains("| fashion-mnist | finetune | pretrained |"));
+    assert_png(&mae.probe_dir().join("training_curves.png"));
+
+    let figure = root.join("mae-reconstruction.png");
+    let checkpoint = mae.checkpoint(None).unwrap();
+    jepa_probe::reconstruction::draw::<burn::backend::NdArray<f32>>(mae, &checkpoint, 4, &figure, &Default::default())
+        .unwrap();
+    let bytes = std::fs::read(&figure).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    // 3 columns of 112 px and 4 rows of 112 px, with 6 px gaps.
+    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+    assert_eq!((width, height), (3 * 112 + 4 * 6, 4 * 112 + 5 * 6));
+
+    // An I-JEPA run cannot draw MAE's figure.
+    let error = jepa_probe::reconstruction::draw::<burn::backend::NdArray<f32>>(
+        &folders[0],
+        &folders[0].checkpoint(None).unwrap(),
+        4,
+        &figure,
+        &Default::default(),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("is not an MAE run"), "{error}");
 }
