@@ -171,26 +171,3 @@ pub fn initial_encoder<B: Backend>(
         MethodName::Mae => Mae::<B>::seeded(&encoder, &config.mae.decoder, config.seed, device).encoder,
     })
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use burn::backend::NdArray;
-    use burn::tensor::TensorData;
-
-    type B = NdArray<f32>;
-
-    #[test]
-    fn ijepa_and_mae_runs_with_one_seed_start_from_one_encoder() {
-        let device = Default::default();
-        let encoder = VitConfig::preset("nano", 16, 4, 1).unwrap();
-        let narrow = PredictorConfig { dim: 16, depth: 1, heads: 2 };
-        let images = || Tensor::<B, 4>::from_data(TensorData::new(vec![0.25f32; 256], [1, 1, 16, 16]), &device);
-        let output = |encoder: VisionTransformer<B>| encoder.forward(images(), None).into_data();
-        let ijepa = output(IJepa::<B>::seeded(&encoder, &narrow, 7, &device).context_encoder);
-        let mae = output(Mae::<B>::seeded(&encoder, &narrow, 7, &device).encoder);
-        assert_eq!(ijepa, mae);
-        let other_seed = output(Mae::<B>::seeded(&encoder, &narrow, 8, &device).encoder);
-        assert_ne!(ijepa, other_seed);
-    }
-}

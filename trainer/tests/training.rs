@@ -197,3 +197,26 @@ fn the_shipped_configs_load_and_describe_the_documented_models() {
     let demo = RunConfig::load(&root.join("demo-fashion.toml"), &[]).unwrap();
     assert_eq!(demo.vit().unwrap().grid(), 7);
 }
+
+/// Here rather than among the library's unit tests: those build unseeded models on other
+/// threads, whose draws from Burn's one process-wide RNG would interleave with these.
+#[test]
+fn ijepa_and_mae_runs_with_one_seed_start_from_one_encoder() {
+    use burn::tensor::{Tensor, TensorData};
+    use jepa_shared::vit::{VisionTransformer, VitConfig};
+    use jepa_trainer::mae::Mae;
+    use jepa_trainer::model::IJepa;
+    use jepa_trainer::predictor::PredictorConfig;
+    type Plain = NdArray<f32>;
+
+    let device = Default::default();
+    let encoder = VitConfig::preset("nano", 16, 4, 1).unwrap();
+    let narrow = PredictorConfig { dim: 16, depth: 1, heads: 2 };
+    let images = || Tensor::<Plain, 4>::from_data(TensorData::new(vec![0.25f32; 256], [1, 1, 16, 16]), &device);
+    let output = |encoder: VisionTransformer<Plain>| encoder.forward(images(), None).into_data();
+    let ijepa = output(IJepa::<Plain>::seeded(&encoder, &narrow, 7, &device).context_encoder);
+    let mae = output(Mae::<Plain>::seeded(&encoder, &narrow, 7, &device).encoder);
+    assert_eq!(ijepa, mae);
+    let other_seed = output(Mae::<Plain>::seeded(&encoder, &narrow, 8, &device).encoder);
+    assert_ne!(ijepa, other_seed);
+}
