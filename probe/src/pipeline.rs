@@ -59,10 +59,7 @@ pub fn write_features<B: Backend>(
         }
         EncoderKind::Random => (encoder::random_init::<B>(run, device)?, format!("init (seed {})", run.config.seed)),
     };
-    let data = &run.config.data;
-    let (Some(pixel_mean), Some(pixel_std)) = (data.pixel_mean.clone(), data.pixel_std.clone()) else {
-        return Err(ProbeError::bad(&run.root.join("config.toml"), "has no data.pixel_mean / data.pixel_std"));
-    };
+    let (pixel_mean, pixel_std) = run.pixel_stats()?;
     let settings = ExtractSettings {
         image_size_px: vit.image_size_px,
         channels: vit.channels,

@@ -43,9 +43,7 @@ pub fn draw<B: Backend>(
     let model = Mae::<B>::new(&vit, &config.mae.decoder, device)
         .load_file(&file, &recorder, device)
         .map_err(|error| ProbeError::bad(&file.with_extension("bin"), error.to_string()))?;
-    let (Some(mean), Some(std)) = (config.data.pixel_mean.clone(), config.data.pixel_std.clone()) else {
-        return Err(ProbeError::bad(&run.root.join("config.toml"), "has no data.pixel_mean / data.pixel_std"));
-    };
+    let (mean, std) = run.pixel_stats()?;
     let dataset = Dataset::open(&config.dataset)?;
     let mut images = LabelledImages::read(&dataset, TEST_SPLIT, vit.image_size_px, vit.channels, None)?;
     let count = count.clamp(1, images.len().max(1));

@@ -78,6 +78,15 @@ impl RunFolder {
         Ok(path)
     }
 
+    /// The per-channel pixel mean and std the run normalised its input with.
+    pub fn pixel_stats(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let data = &self.config.data;
+        match (data.pixel_mean.clone(), data.pixel_std.clone()) {
+            (Some(mean), Some(std)) => Ok((mean, std)),
+            _ => Err(ProbeError::bad(&self.root.join("config.toml"), "has no data.pixel_mean / data.pixel_std")),
+        }
+    }
+
     pub fn features_dir(&self, encoder: EncoderKind) -> PathBuf {
         match encoder {
             EncoderKind::Pretrained => self.root.join("features"),
