@@ -125,7 +125,7 @@ bench-ingest:
 	FASHION_MNIST_DIR=$(FASHION_MNIST_DIR) $(CARGO) bench -p jepa-ingest --bench ingest
 
 bench-loader:
-	FASHION_MNIST_DIR=$(FASHION_MNIST_DIR) $(CARGO) bench -p jepa-trainer --bench loader
+	FASHION_MNIST_DIR=$(FASHION_MNIST_DIR) $(CARGO) bench -p jepa-shared --bench loader
 
 bench-train:
 	$(CARGO) bench -p jepa-trainer --features flex --bench train

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use jepa_ingest::fashion_mnist::{DEFAULT_DIR, FashionMnist};
+use jepa_ingest::fashion_mnist::{FashionMnist, installed_dir};
 use jepa_ingest::stl10::{IMAGE_BYTES, Stl10};
 use jepa_ingest::{IngestOptions, Progress, Source, ingest};
 use jepa_shared::ShardLayout;
@@ -20,7 +20,7 @@ fn main() {
     println!("scratch folder: {} (same disk as the build)", scratch.path().display());
     println!("{:<34} {:>10} {:>9} {:>10}", "what", "MB", "seconds", "MB/s");
 
-    let fashion_dir = PathBuf::from(std::env::var("FASHION_MNIST_DIR").unwrap_or_else(|_| DEFAULT_DIR.into()));
+    let fashion_dir = installed_dir().expect("Fashion-MNIST");
     let fashion = FashionMnist::open(&fashion_dir).expect("Fashion-MNIST (apt-get install dataset-fashion-mnist)");
     sync_disk();
     let fashion_bytes = bench_ingest("fashion-mnist ingest (70k, 28x28x1)", &fashion, &scratch.path().join("fashion"));

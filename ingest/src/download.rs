@@ -12,7 +12,7 @@ use flate2::read::GzDecoder;
 use md5::{Digest, Md5};
 
 use crate::error::{IngestError, Result};
-use crate::progress::Progress;
+use jepa_shared::Progress;
 
 /// The archive the STL-10 homepage links to.
 pub const STL10_URL: &str = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz";

@@ -10,10 +10,24 @@ use flate2::read::GzDecoder;
 use jepa_shared::{ImageRecord, SourceInfo};
 
 use crate::error::{IngestError, Result, require_dir};
-use crate::progress::Progress;
 use crate::source::{Source, SourceItem, SplitInput, hash_files};
+use jepa_shared::Progress;
 
+/// Where Debian's `dataset-fashion-mnist` installs the IDX files.
 pub const DEFAULT_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// The installed Fashion-MNIST: `$FASHION_MNIST_DIR`, else [`DEFAULT_DIR`]; an error that says
+/// how to install it when the folder holds no training images.
+pub fn installed_dir() -> Result<PathBuf> {
+    let dir = PathBuf::from(std::env::var("FASHION_MNIST_DIR").unwrap_or_else(|_| DEFAULT_DIR.into()));
+    if !dir.join("train-images-idx3-ubyte.gz").is_file() && !dir.join("train-images-idx3-ubyte").is_file() {
+        return Err(IngestError::bad(
+            &dir,
+            "holds no Fashion-MNIST: apt-get install dataset-fashion-mnist (or `make setup`), or set FASHION_MNIST_DIR",
+        ));
+    }
+    Ok(dir)
+}
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
 

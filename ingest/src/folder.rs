@@ -11,8 +11,8 @@ use fast_image_resize::{PixelType, ResizeOptions, Resizer};
 use jepa_shared::{ImageRecord, SourceInfo};
 
 use crate::error::{IngestError, Result, require_dir};
-use crate::progress::Progress;
 use crate::source::{Source, SourceItem, SplitInput, hash_files};
+use jepa_shared::Progress;
 
 const SPLIT_NAMES: [&str; 3] = ["train", "val", "test"];
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];

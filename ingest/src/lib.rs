@@ -8,16 +8,17 @@
 //! - [`download`]: fetch an archive with resume and MD5, extract it atomically;
 //! - [`stl10`], [`fashion_mnist`], [`folder`]: sources, each a [`source::Source`];
 //! - [`source`]: the driver: fingerprint → up to date? → validate → stream → commit;
-//! - [`progress`]: progress bars; [`error`]: errors that name the file.
+//! - [`error`]: errors that name the file.
+//!
+//! Progress bars are `jepa_shared`'s [`Progress`], the one style of every stage.
 
 pub mod download;
 pub mod error;
 pub mod fashion_mnist;
 pub mod folder;
-pub mod progress;
 pub mod source;
 pub mod stl10;
 
 pub use error::{IngestError, Result};
-pub use progress::Progress;
+pub use jepa_shared::Progress;
 pub use source::{IngestOptions, IngestReport, Source, ingest};

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use jepa_shared::{DatasetWriter, ImageRecord, Manifest, ShardLayout, SourceInfo};
 
 use crate::error::Result;
-use crate::progress::Progress;
+use jepa_shared::Progress;
 
 /// Images decoded ahead of the writer; bounds the memory between the two threads.
 const READ_AHEAD_IMAGES: usize = 256;
@@ -85,7 +85,7 @@ pub fn ingest(source: &dyn Source, options: &IngestOptions, progress: &Progress)
     let mut writer = DatasetWriter::create(&options.out, options.layout)?;
     let mut pixel_bytes = 0u64;
     for split in splits {
-        let bar = progress.bar(split.count, &format!("{} {}", source.dataset_name(), split.name));
+        let bar = progress.bar(split.count, &format!("{} {}", source.dataset_name(), split.name), "images");
         let mut split_writer = writer.split(&split.name)?;
         let mut seen = 0u64;
         let mut skipped = 0u64;

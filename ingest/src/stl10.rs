@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use jepa_shared::{ImageRecord, SourceInfo};
 
 use crate::error::{IngestError, Result, require_dir};
-use crate::progress::Progress;
 use crate::source::{Source, SourceItem, SplitInput, hash_files};
+use jepa_shared::Progress;
 
 pub const SIDE_PX: usize = 96;
 pub const CHANNELS: usize = 3;

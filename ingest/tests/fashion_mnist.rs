@@ -3,7 +3,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use jepa_ingest::fashion_mnist::{DEFAULT_DIR, FashionMnist};
+use jepa_ingest::fashion_mnist::{FashionMnist, installed_dir};
 use jepa_ingest::{IngestOptions, Progress, ingest};
 use jepa_shared::{Dataset, ShardLayout};
 
@@ -13,13 +13,7 @@ fn options(out: &Path) -> IngestOptions {
 
 /// The Debian package `dataset-fashion-mnist`; `.ci/run` installs it.
 fn real_dir() -> PathBuf {
-    let dir = PathBuf::from(std::env::var("FASHION_MNIST_DIR").unwrap_or_else(|_| DEFAULT_DIR.into()));
-    assert!(
-        dir.join("train-images-idx3-ubyte.gz").is_file(),
-        "{} lacks Fashion-MNIST: apt-get install dataset-fashion-mnist (or `make setup`)",
-        dir.display()
-    );
-    dir
+    installed_dir().unwrap_or_else(|error| panic!("{error}"))
 }
 
 #[test]

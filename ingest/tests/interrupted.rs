@@ -8,8 +8,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use jepa_ingest::Progress;
 use jepa_ingest::error::IngestError;
-use jepa_ingest::progress::Progress;
 use jepa_ingest::source::{Source, SourceItem, SplitInput};
 use jepa_ingest::stl10::Stl10;
 use jepa_ingest::{IngestOptions, ingest};
@@ -143,7 +143,7 @@ fn killed_ingest_process_leaves_no_manifest_and_a_rerun_completes() {
     assert!(status.success());
     let leftovers: Vec<String> = files_below(out.path())
         .into_iter()
-        .filter(|path| path.starts_with(".staging") || path.ends_with(".tmp"))
+        .filter(|path| path.starts_with(".staging") || path.contains(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "the rerun clears the killed run's files: {leftovers:?}");
     let dataset = Dataset::open(out.path()).unwrap();

@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use burn::backend::NdArray;
-use jepa_probe::features::{ExtractSettings, encode_images};
-use jepa_shared::vit::VitConfig;
+use jepa_probe::features::{ExtractSettings, ImageInput, encode_images};
+use jepa_trainer::vit::VitConfig;
 
 type Cpu = NdArray<f32>;
 
@@ -19,15 +19,9 @@ fn main() {
         println!("{name}, {images} images");
         for threads in [1usize, 2] {
             for batch_size in [32usize, 64, 128, 256] {
-                let settings = ExtractSettings {
-                    image_size_px: size,
-                    channels: 1,
-                    pixel_mean: vec![0.29],
-                    pixel_std: vec![0.35],
-                    layers: 1,
-                    batch_size,
-                    threads,
-                };
+                let input =
+                    ImageInput { image_size_px: size, channels: 1, pixel_mean: vec![0.29], pixel_std: vec![0.35] };
+                let settings = ExtractSettings { input, layers: 1, batch_size, threads };
                 let started = Instant::now();
                 let features = encode_images(&encoder, &pixels, images, &settings, &Default::default(), &|_| {});
                 std::hint::black_box(features);

@@ -3,8 +3,8 @@
 //! one random-init encoder (the runs share their seed, so they share it).
 //!
 //! ```text
-//! <out>/summary.parquet   method (ijepa | mae | random), protocol (linear | knn | finetune),
-//!                         accuracy, macro_f1, plus task, objective and run
+//! <out>/summary.parquet   method (each run's method, or random), protocol (linear | knn |
+//!                         finetune), accuracy, macro_f1, plus task, objective and run
 //! <out>/summary.png       accuracy by protocol, one bar per method
 //! <out>/compare.md        the same table in Markdown
 //! ```
@@ -17,16 +17,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
+use jepa_trainer::{EncoderKind, Run};
 use polars::prelude::*;
 
 use crate::error::{ProbeError, Result};
-use crate::evaluate::{FinetuneOptions, run_finetune, write_parquet};
-use crate::features::write_atomically;
+use crate::evaluate::{
+    EvaluateOptions, FINETUNE, FinetuneOptions, KNN, LINEAR, evaluate_encoder, run_finetune, write_parquet,
+};
 use crate::finetune::FinetuneSettings;
-use crate::pipeline::{EvaluateOptions, evaluate_encoder};
 use crate::plots;
 use crate::report::write_report;
-use crate::run::{EncoderKind, RunFolder};
 
 #[derive(Debug, Clone, Default)]
 pub struct CompareOptions {
@@ -38,7 +38,7 @@ pub struct CompareOptions {
 /// One row of the comparison.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompareRow {
-    /// `ijepa`, `mae` or `random`.
+    /// The run's method (`ijepa`, `mae`, …), or `random`.
     pub method: String,
     /// `linear`, `knn` or `finetune`.
     pub protocol: String,
@@ -63,7 +63,7 @@ pub struct Comparison {
 /// Evaluates every run, and the random-init encoder once, with all three protocols; writes
 /// the comparison to `out`.
 pub fn compare<B: AutodiffBackend>(
-    runs: &[RunFolder],
+    runs: &[Run],
     out: &Path,
     options: &CompareOptions,
     device: &B::Device,
@@ -72,10 +72,10 @@ pub fn compare<B: AutodiffBackend>(
     for run in &runs[1..] {
         check_comparable(first, run)?;
     }
-    let mut evaluations: Vec<(&RunFolder, EncoderKind)> = vec![(first, EncoderKind::Random)];
+    let mut evaluations: Vec<(&Run, EncoderKind)> = vec![(first, EncoderKind::Random)];
     evaluations.extend(runs.iter().map(|run| (run, EncoderKind::Pretrained)));
     for (run, encoder_kind) in evaluations {
-        evaluate_encoder::<B::InnerBackend>(run, encoder_kind, &options.evaluate, device)?;
+        evaluate_encoder::<B>(run, encoder_kind, &options.evaluate, device)?;
         let started = Instant::now();
         let finetune_options = FinetuneOptions {
             checkpoint: options.evaluate.features.checkpoint.clone(),
@@ -85,32 +85,38 @@ pub fn compare<B: AutodiffBackend>(
         };
         run_finetune::<B>(run, encoder_kind, &options.finetune, &finetune_options, device)?;
         if options.evaluate.features.progress {
-            eprintln!("{}: fine-tune ({encoder_kind}): {:.1} s", run.root.display(), started.elapsed().as_secs_f64());
+            let root = run.folder.root().display();
+            eprintln!("{root}: fine-tune ({encoder_kind}): {:.1} s", started.elapsed().as_secs_f64());
         }
     }
 
+    let random = EncoderKind::Random.as_str();
     let mut rows = Vec::new();
     for run in runs {
         let report = write_report(run)?;
+        let method = run.recipe.method_info();
         for row in report.summary {
-            let random = row.encoder == EncoderKind::Random.as_str();
-            if random && !std::ptr::eq(run, first) {
+            let is_random = row.encoder == random;
+            if is_random && !std::ptr::eq(run, first) {
                 continue;
             }
             rows.push(CompareRow {
-                method: if random { "random".into() } else { run.config.method.as_str().into() },
+                method: if is_random { random.into() } else { method.name().into() },
                 protocol: row.probe.clone(),
                 accuracy: row.accuracy,
                 macro_f1: row.macro_f1,
                 task: row.protocol.clone(),
-                objective: if random { "none".into() } else { objective(run) },
-                run: run.root.display().to_string(),
+                objective: if is_random { "none".into() } else { method.objective() },
+                run: run.folder.root().display().to_string(),
             });
         }
     }
+    // Protocols in the order of the evaluation, methods in the order the runs were given,
+    // the random-init encoder last.
+    let methods: Vec<&str> = runs.iter().map(|run| run.recipe.method_info().name()).chain([random]).collect();
     let order = |row: &CompareRow| {
-        let method = ["ijepa", "mae", "random"].iter().position(|m| *m == row.method).unwrap_or(3);
-        let protocol = ["linear", "knn", "finetune"].iter().position(|p| *p == row.protocol).unwrap_or(3);
+        let method = methods.iter().position(|m| *m == row.method).unwrap_or(methods.len());
+        let protocol = [LINEAR, KNN, FINETUNE].iter().position(|p| *p == row.protocol).unwrap_or(3);
         (row.task.clone(), protocol, method)
     };
     rows.sort_by_key(order);
@@ -120,32 +126,22 @@ pub fn compare<B: AutodiffBackend>(
     let mut frame = frame(&rows).map_err(ProbeError::polars(summary.display().to_string()))?;
     write_parquet(&summary, &mut frame)?;
     let chart = out.join("summary.png");
-    plots::comparison_bars(&rows, &chart)?;
+    // The chart shows the first task (a dataset's protocol; STL-10 has two).
+    let task = rows.iter().map(|row| row.task.as_str()).min().unwrap_or_default();
+    let bars: Vec<plots::Bar> = rows
+        .iter()
+        .filter(|row| row.task == task)
+        .map(|row| plots::Bar { method: &row.method, protocol: &row.protocol, accuracy: row.accuracy })
+        .collect();
+    plots::comparison_bars(task, &bars, &chart)?;
     let markdown = out.join("compare.md");
-    let text = markdown_table(&rows);
-    write_atomically(&markdown, |file| {
-        use std::io::Write;
-        let mut file = file;
-        file.write_all(text.as_bytes()).map_err(ProbeError::io(&markdown))
-    })?;
+    jepa_shared::atomic::write_bytes(&markdown, markdown_table(&rows).as_bytes())?;
     Ok(Comparison { rows, summary, chart, markdown })
 }
 
-/// The method and loss a run pre-trained with, as the summary names them.
-fn objective(run: &RunFolder) -> String {
-    let config = &run.config;
-    match config.method {
-        jepa_trainer::config::Method::Ijepa => {
-            let loss = serde_json::to_value(config.optim.loss).ok().and_then(|v| v.as_str().map(String::from));
-            format!("ijepa {}", loss.unwrap_or_default())
-        }
-        jepa_trainer::config::Method::Mae => format!("mae {}", config.mae.loss.as_str()),
-    }
-}
-
 /// Runs compare only when everything but the method and its own sections is the same.
-fn check_comparable(first: &RunFolder, other: &RunFolder) -> Result<()> {
-    let (a, b) = (&first.config, &other.config);
+fn check_comparable(first: &Run, other: &Run) -> Result<()> {
+    let (a, b) = (first.recipe.config(), other.recipe.config());
     let differences = [
         ("seed", a.seed != b.seed),
         ("dataset", a.dataset != b.dataset),
@@ -159,10 +155,10 @@ fn check_comparable(first: &RunFolder, other: &RunFolder) -> Result<()> {
         return Ok(());
     }
     Err(ProbeError::bad(
-        &other.root.join("config.toml"),
+        &other.folder.config(),
         format!(
             "differs from {} in {}: a comparison needs the same encoder, data, schedule and budget",
-            first.root.join("config.toml").display(),
+            first.folder.config().display(),
             fields.join(", ")
         ),
     ))

@@ -1,3 +1,5 @@
+//! The probe's one error type: every variant names the file or the query it is about.
+
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,10 +20,7 @@ pub enum ProbeError {
     Shards(#[from] jepa_shared::ShardError),
 
     #[error(transparent)]
-    Config(#[from] jepa_trainer::config::ConfigError),
-
-    #[error(transparent)]
-    Checkpoint(#[from] jepa_trainer::checkpoint::CheckpointError),
+    Run(#[from] jepa_trainer::RunError),
 }
 
 pub type Result<T> = std::result::Result<T, ProbeError>;

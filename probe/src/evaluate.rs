@@ -1,24 +1,24 @@
-//! Runs a probe over every task of a dataset's protocols and writes its predictions:
-//! `runs/<name>/probe/predictions/<encoder>-<probe>.parquet`, and for the linear probe the
-//! hyper-parameter search, `runs/<name>/probe/selection/<encoder>.parquet`.
+//! A probe over every task of a dataset's protocols, its predictions written to the run
+//! folder: linear and kNN on frozen features, fine-tuning on images, and one encoder's whole
+//! evaluation (features, then both frozen probes).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
-use jepa_shared::{Dataset, Manifest};
+use jepa_shared::{Dataset, LabelledImages, Manifest, Progress};
+use jepa_trainer::{EncoderKind, Run};
 use polars::prelude::*;
 
 use crate::error::{ProbeError, Result};
-use crate::features::{FeatureTable, LabelledImages, write_atomically};
-use crate::finetune::{self, FinetuneSelection, FinetuneSettings, HeldOutImages, ImageInput};
-use crate::heldout::{Classifier, HeldOut, Predictions};
+use crate::features::{FeatureOptions, FeatureTable, ImageInput, write_features};
+use crate::finetune::{self, FinetuneSelection, FinetuneSettings, HeldOutImages, Runtime, fitting_rows};
+use crate::heldout::{Classifier, HeldOut, Predictions, TaskLabel, predictions_frame};
 use crate::knn::{Knn, KnnSettings};
 use crate::linear::{self, LinearSettings, Selection};
 use crate::protocol::{self, TEST_SPLIT, TRAIN_SPLIT, Task};
-use crate::run::{EncoderKind, RunFolder};
-use crate::scores::{TaskLabel, predictions_frame};
 
-/// Which probe, with its settings.
+/// Which frozen-feature probe, with its settings.
 #[derive(Debug, Clone)]
 pub enum Probe {
     Linear(LinearSettings),
@@ -28,11 +28,16 @@ pub enum Probe {
 impl Probe {
     pub fn name(&self) -> &'static str {
         match self {
-            Probe::Linear(_) => "linear",
-            Probe::Knn(_) => "knn",
+            Probe::Linear(_) => LINEAR,
+            Probe::Knn(_) => KNN,
         }
     }
 }
+
+/// The names the probes' files and rows go by.
+pub const LINEAR: &str = "linear";
+pub const KNN: &str = "knn";
+pub const FINETUNE: &str = "finetune";
 
 /// What one probe produced for one encoder.
 #[derive(Debug, Clone)]
@@ -42,42 +47,51 @@ pub struct ProbeOutcome {
     pub selections: Vec<(TaskLabel, Selection)>,
 }
 
-pub fn manifest(run: &RunFolder) -> Result<Manifest> {
-    let root = &run.config.dataset;
+pub fn manifest(run: &Run) -> Result<Manifest> {
+    let root = run.recipe.dataset();
     Manifest::read(root)?.ok_or_else(|| ProbeError::bad(root, "has no manifest.json: ingest the dataset first"))
 }
 
+/// The tasks of the protocols named (every protocol the dataset supports when empty).
+fn tasks(manifest: &Manifest, protocols: &[String]) -> Result<Vec<Vec<Task>>> {
+    if protocols.is_empty() {
+        return protocol::protocols(manifest);
+    }
+    protocols.iter().map(|name| protocol::named(manifest, name)).collect()
+}
+
 /// The number of classes: the dataset's class names, or one past the largest train label.
-fn num_classes(manifest: &Manifest, train: &FeatureTable) -> usize {
-    manifest.class_names.len().max(train.num_classes())
+fn num_classes(manifest: &Manifest, labels: &[i32]) -> usize {
+    manifest.class_names.len().max(labels.iter().map(|&label| label as usize + 1).max().unwrap_or(0))
+}
+
+fn task_label(encoder: EncoderKind, probe: &str, task: &Task) -> TaskLabel {
+    TaskLabel {
+        encoder: encoder.as_str().into(),
+        probe: probe.into(),
+        protocol: task.protocol.clone(),
+        fold: task.fold,
+    }
 }
 
 /// Fits `probe` on each task's train features and evaluates it once on the test features.
 /// `protocols` limits the protocols (all the dataset supports when empty).
-pub fn run_probe(run: &RunFolder, encoder: EncoderKind, probe: &Probe, protocols: &[String]) -> Result<ProbeOutcome> {
+pub fn run_probe(run: &Run, encoder: EncoderKind, probe: &Probe, protocols: &[String]) -> Result<ProbeOutcome> {
     let manifest = manifest(run)?;
-    let mut all = protocol::protocols(&manifest)?;
-    if !protocols.is_empty() {
-        all = protocols.iter().map(|name| protocol::named(&manifest, name)).collect::<Result<_>>()?;
-    }
-    let train_path = run.features_path(encoder, TRAIN_SPLIT);
+    let all = tasks(&manifest, protocols)?;
+    let train_path = run.folder.features(encoder, TRAIN_SPLIT);
     let train = FeatureTable::read(&train_path).map_err(|error| missing_features(error, &train_path))?;
-    let test_path = run.features_path(encoder, TEST_SPLIT);
+    let test_path = run.folder.features(encoder, TEST_SPLIT);
     if !test_path.exists() {
         return Err(ProbeError::bad(&test_path, "missing: run `probe features` first"));
     }
     let held_out = HeldOut::new(test_path);
-    let classes = num_classes(&manifest, &train);
+    let classes = num_classes(&manifest, &train.labels);
 
     let mut outcome = ProbeOutcome { evaluations: Vec::new(), selections: Vec::new() };
     for task in all.iter().flatten() {
         let task_train = select_task(&train, task, &train_path)?;
-        let label = TaskLabel {
-            encoder: encoder.as_str().into(),
-            probe: probe.name().into(),
-            protocol: task.protocol.clone(),
-            fold: task.fold,
-        };
+        let label = task_label(encoder, probe.name(), task);
         let classifier: Box<dyn Classifier> = match probe {
             Probe::Linear(settings) => {
                 let (fitted, selection) = linear::fit(&task_train, classes, settings);
@@ -119,102 +133,24 @@ fn select_task(train: &FeatureTable, task: &Task, path: &Path) -> Result<Feature
     Ok(selected)
 }
 
-pub fn predictions_path(run: &RunFolder, encoder: EncoderKind, probe: &str) -> PathBuf {
-    run.probe_dir().join("predictions").join(format!("{encoder}-{probe}.parquet"))
-}
-
-pub fn selection_path(run: &RunFolder, encoder: EncoderKind) -> PathBuf {
-    run.probe_dir().join("selection").join(format!("{encoder}.parquet"))
-}
-
-pub fn finetune_selection_path(run: &RunFolder, encoder: EncoderKind) -> PathBuf {
-    run.probe_dir().join("selection").join(format!("{encoder}-finetune.parquet"))
-}
-
-/// Fine-tunes `encoder_kind`'s encoder on each single-task protocol (or those named) and
-/// writes its predictions and the search, as the other probes do. Protocols with folds are
-/// left out unless named: they fine-tune the whole encoder once per fold.
-pub fn run_finetune<B: AutodiffBackend>(
-    run: &RunFolder,
-    encoder_kind: EncoderKind,
-    settings: &FinetuneSettings,
-    options: &FinetuneOptions,
-    device: &B::Device,
-) -> Result<Vec<(TaskLabel, Predictions, FinetuneSelection)>> {
-    let manifest = manifest(run)?;
-    let tasks: Vec<Task> = if options.protocols.is_empty() {
-        protocol::protocols(&manifest)?.into_iter().filter(|tasks| tasks.len() == 1).flatten().collect()
-    } else {
-        let named: Vec<Vec<Task>> =
-            options.protocols.iter().map(|name| protocol::named(&manifest, name)).collect::<Result<_>>()?;
-        named.into_iter().flatten().collect()
-    };
-    let encoder = match encoder_kind {
-        EncoderKind::Pretrained => {
-            crate::encoder::pretrained::<B>(run, &run.checkpoint(options.checkpoint.as_deref())?, device)?
-        }
-        EncoderKind::Random => crate::encoder::random_init::<B>(run, device)?,
-    };
-    let vit = run.config.vit()?;
-    let (pixel_mean, pixel_std) = run.pixel_stats()?;
-    let input = ImageInput {
-        image_size_px: vit.image_size_px,
-        channels: vit.channels,
-        pixel_mean,
-        pixel_std,
-        threads: options.threads,
-    };
-    let dataset = Dataset::open(&run.config.dataset)?;
-    let held_out = HeldOutImages::new(&dataset, TEST_SPLIT);
-    let all_train = LabelledImages::read(&dataset, TRAIN_SPLIT, vit.image_size_px, vit.channels, None)?;
-    let classes = manifest.class_names.len().max(all_train.labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0));
-
-    let mut results = Vec::new();
-    for task in tasks {
-        let train = match &task.train_ids {
-            None => all_train.clone(),
-            Some(ids) => {
-                let wanted: std::collections::HashSet<u64> = ids.iter().copied().collect();
-                let rows: Vec<usize> =
-                    (0..all_train.len()).filter(|&row| wanted.contains(&all_train.ids[row])).collect();
-                all_train.select_rows(&rows)
-            }
-        };
-        let steps = settings.epochs
-            * settings.learning_rates.len()
-            * (settings.train_images.unwrap_or(train.len()).min(train.len()) as f64
-                * (1.0 - settings.validation_fraction))
-                .ceil() as u64 as usize;
-        let bar =
-            if options.progress { indicatif::ProgressBar::new(steps as u64) } else { indicatif::ProgressBar::hidden() };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg:>18} [{bar:30}] {pos}/{len} images, ETA {eta}")
-                .expect("a valid template")
-                .progress_chars("=> "),
-        );
-        bar.set_message(format!("{encoder_kind} fine-tune"));
-        let (classifier, selection) =
-            finetune::fit::<B>(&encoder, &train, classes, &input, settings, device, &|images| bar.inc(images as u64));
-        bar.finish_and_clear();
-        let predictions = held_out.evaluate(&classifier)?;
-        let label = TaskLabel {
-            encoder: encoder_kind.as_str().into(),
-            probe: "finetune".into(),
-            protocol: task.protocol.clone(),
-            fold: task.fold,
-        };
-        results.push((label, predictions, selection));
+/// Writes the outcome's predictions (and the linear probe's search).
+pub fn write_outcome(run: &Run, encoder: EncoderKind, probe: &Probe, outcome: &ProbeOutcome) -> Result<()> {
+    write_predictions(&run.folder.predictions(encoder, probe.name()), &outcome.evaluations)?;
+    if !outcome.selections.is_empty() {
+        let rows: Vec<SearchRow> = outcome
+            .selections
+            .iter()
+            .flat_map(|(task, selection)| {
+                let sizes = (selection.train_rows, selection.validation_rows);
+                SearchRow::of_search(task, &selection.candidates, selection.chosen, sizes, |candidate| {
+                    (candidate.learning_rate, candidate.weight_decay, candidate.validation_accuracy)
+                })
+            })
+            .collect();
+        let weight_decay = Column::new("weight_decay".into(), rows.iter().map(|row| row.setting).collect::<Vec<_>>());
+        write_search(&run.folder.selection(encoder, probe.name()), &rows, weight_decay)?;
     }
-
-    let path = predictions_path(run, encoder_kind, "finetune");
-    let evaluations: Vec<(TaskLabel, Predictions)> =
-        results.iter().map(|(label, predictions, _)| (label.clone(), predictions.clone())).collect();
-    let mut frame = predictions_frame(&evaluations).map_err(ProbeError::polars(path.display().to_string()))?;
-    write_parquet(&path, &mut frame)?;
-    let path = finetune_selection_path(run, encoder_kind);
-    let mut frame = finetune_selection_frame(&results).map_err(ProbeError::polars(path.display().to_string()))?;
-    write_parquet(&path, &mut frame)?;
-    Ok(results)
+    Ok(())
 }
 
 /// Where and how fine-tuning runs, beside its hyper-parameters.
@@ -229,60 +165,163 @@ pub struct FinetuneOptions {
     pub progress: bool,
 }
 
-fn finetune_selection_frame(results: &[(TaskLabel, Predictions, FinetuneSelection)]) -> PolarsResult<DataFrame> {
-    let rows: Vec<(&TaskLabel, &FinetuneSelection, usize)> = results
+/// Fine-tunes `encoder_kind`'s encoder on each single-task protocol (or those named) and
+/// writes its predictions and the search, as the other probes do. Protocols with folds are
+/// left out unless named: they fine-tune the whole encoder once per fold.
+pub fn run_finetune<B: AutodiffBackend>(
+    run: &Run,
+    encoder_kind: EncoderKind,
+    settings: &FinetuneSettings,
+    options: &FinetuneOptions,
+    device: &B::Device,
+) -> Result<Vec<(TaskLabel, Predictions, FinetuneSelection)>> {
+    let manifest = manifest(run)?;
+    let all = tasks(&manifest, &options.protocols)?;
+    let tasks: Vec<Task> = if options.protocols.is_empty() {
+        all.into_iter().filter(|tasks| tasks.len() == 1).flatten().collect()
+    } else {
+        all.into_iter().flatten().collect()
+    };
+    let encoder = run.encoder::<B>(encoder_kind, options.checkpoint.as_deref(), device)?.encoder;
+    let encoder = burn::module::AutodiffModule::<B>::from_inner(encoder);
+    let input = ImageInput::of_run(run)?;
+    let dataset = Dataset::open(run.recipe.dataset())?;
+    let held_out = HeldOutImages::new(&dataset, TEST_SPLIT);
+    let all_train = LabelledImages::read(&dataset, TRAIN_SPLIT, input.image_size_px, input.channels, None)?;
+    let classes = num_classes(&manifest, &all_train.labels);
+
+    let mut results = Vec::new();
+    for task in tasks {
+        let train = match &task.train_ids {
+            None => all_train.clone(),
+            Some(ids) => all_train.select_ids(ids),
+        };
+        let images = settings.epochs * settings.learning_rates.len() * fitting_rows(train.len(), settings);
+        let bar = Progress::new(options.progress).bar(images as u64, &format!("{encoder_kind} fine-tune"), "images");
+        let runtime = Runtime { threads: options.threads, device, progress: &|images| bar.inc(images as u64) };
+        let (classifier, selection) = finetune::fit::<B>(&encoder, &train, classes, &input, settings, &runtime);
+        bar.finish_and_clear();
+        let predictions = held_out.evaluate(&classifier)?;
+        results.push((task_label(encoder_kind, FINETUNE, &task), predictions, selection));
+    }
+
+    let evaluations: Vec<(TaskLabel, Predictions)> =
+        results.iter().map(|(label, predictions, _)| (label.clone(), predictions.clone())).collect();
+    write_predictions(&run.folder.predictions(encoder_kind, FINETUNE), &evaluations)?;
+    let rows: Vec<SearchRow> = results
         .iter()
-        .flat_map(|(task, _, selection)| (0..selection.candidates.len()).map(move |index| (task, selection, index)))
+        .flat_map(|(task, _, selection)| {
+            let sizes = (selection.train_rows, selection.validation_rows);
+            SearchRow::of_search(task, &selection.candidates, selection.chosen, sizes, |candidate| {
+                (candidate.learning_rate, candidate.epochs as f64, candidate.validation_accuracy)
+            })
+        })
         .collect();
-    df!(
-        "encoder" => rows.iter().map(|(task, ..)| task.encoder.clone()).collect::<Vec<_>>(),
-        "protocol" => rows.iter().map(|(task, ..)| task.protocol.clone()).collect::<Vec<_>>(),
-        "fold" => rows.iter().map(|(task, ..)| task.fold.map(|fold| fold as i32)).collect::<Vec<_>>(),
-        "learning_rate" => rows.iter().map(|(_, selection, index)| selection.candidates[*index].learning_rate).collect::<Vec<_>>(),
-        "epochs" => rows.iter().map(|(_, selection, index)| selection.candidates[*index].epochs as i64).collect::<Vec<_>>(),
-        "validation_accuracy" => rows.iter().map(|(_, selection, index)| selection.candidates[*index].validation_accuracy).collect::<Vec<_>>(),
-        "chosen" => rows.iter().map(|(_, selection, index)| *index == selection.chosen).collect::<Vec<_>>(),
-        "fit_rows" => rows.iter().map(|(_, selection, _)| selection.train_rows as i64).collect::<Vec<_>>(),
-        "validation_rows" => rows.iter().map(|(_, selection, _)| selection.validation_rows as i64).collect::<Vec<_>>(),
-    )
+    let epochs = Column::new("epochs".into(), rows.iter().map(|row| row.setting as i64).collect::<Vec<_>>());
+    write_search(&run.folder.selection(encoder_kind, FINETUNE), &rows, epochs)?;
+    Ok(results)
 }
 
-/// Writes the outcome's predictions (and selection) files.
-pub fn write_outcome(run: &RunFolder, encoder: EncoderKind, probe: &Probe, outcome: &ProbeOutcome) -> Result<()> {
-    let path = predictions_path(run, encoder, probe.name());
-    let mut frame = predictions_frame(&outcome.evaluations).map_err(ProbeError::polars(path.display().to_string()))?;
-    write_parquet(&path, &mut frame)?;
-    if !outcome.selections.is_empty() {
-        let path = selection_path(run, encoder);
-        let mut frame = selection_frame(&outcome.selections).map_err(ProbeError::polars(path.display().to_string()))?;
-        write_parquet(&path, &mut frame)?;
+/// One candidate of a hyper-parameter search: its task, learning rate and other setting
+/// (the linear probe's weight decay, fine-tuning's epochs), and how it did.
+struct SearchRow<'a> {
+    task: &'a TaskLabel,
+    learning_rate: f64,
+    setting: f64,
+    validation_accuracy: f64,
+    chosen: bool,
+    fit_rows: usize,
+    validation_rows: usize,
+}
+
+impl<'a> SearchRow<'a> {
+    /// The rows of one task's search; `describe` gives a candidate's learning rate, other
+    /// setting and validation accuracy.
+    fn of_search<C>(
+        task: &'a TaskLabel,
+        candidates: &'a [C],
+        chosen: usize,
+        (fit_rows, validation_rows): (usize, usize),
+        describe: impl Fn(&C) -> (f64, f64, f64) + 'a,
+    ) -> impl Iterator<Item = SearchRow<'a>> + 'a {
+        candidates.iter().enumerate().map(move |(index, candidate)| {
+            let (learning_rate, setting, validation_accuracy) = describe(candidate);
+            SearchRow {
+                task,
+                learning_rate,
+                setting,
+                validation_accuracy,
+                chosen: index == chosen,
+                fit_rows,
+                validation_rows,
+            }
+        })
+    }
+}
+
+/// A search table: who, the learning rate, `setting` (the other searched column), the
+/// validation accuracy, whether it was chosen, and the split sizes.
+fn write_search(path: &Path, rows: &[SearchRow], setting: Column) -> Result<()> {
+    let column = |name: &str, values: Series| Column::from(values.with_name(name.into()));
+    let columns = vec![
+        column("encoder", rows.iter().map(|row| row.task.encoder.as_str()).collect()),
+        column("protocol", rows.iter().map(|row| row.task.protocol.as_str()).collect()),
+        column("fold", rows.iter().map(|row| row.task.fold.map(|fold| fold as i32)).collect()),
+        column("learning_rate", rows.iter().map(|row| row.learning_rate).collect()),
+        setting,
+        column("validation_accuracy", rows.iter().map(|row| row.validation_accuracy).collect()),
+        column("chosen", rows.iter().map(|row| row.chosen).collect()),
+        column("fit_rows", rows.iter().map(|row| row.fit_rows as i64).collect()),
+        column("validation_rows", rows.iter().map(|row| row.validation_rows as i64).collect()),
+    ];
+    let mut frame = DataFrame::new(rows.len(), columns).map_err(ProbeError::polars(path.display().to_string()))?;
+    write_parquet(path, &mut frame)
+}
+
+fn write_predictions(path: &Path, evaluations: &[(TaskLabel, Predictions)]) -> Result<()> {
+    let mut frame = predictions_frame(evaluations).map_err(ProbeError::polars(path.display().to_string()))?;
+    write_parquet(path, &mut frame)
+}
+
+/// Writes `frame` to `path`, whole or not at all.
+pub fn write_parquet(path: &Path, frame: &mut DataFrame) -> Result<()> {
+    jepa_shared::atomic::write_file(path, |file| {
+        ParquetWriter::new(file).finish(frame).map_err(ProbeError::polars(path.display().to_string()))?;
+        Ok(())
+    })
+}
+
+/// Features, linear probe and kNN settings of one encoder's evaluation.
+#[derive(Debug, Clone, Default)]
+pub struct EvaluateOptions {
+    pub features: FeatureOptions,
+    pub linear: LinearSettings,
+    pub knn: KnnSettings,
+    /// Protocol names; all the dataset supports when empty.
+    pub protocols: Vec<String>,
+}
+
+/// Features for one encoder, then the linear probe and kNN on them.
+pub fn evaluate_encoder<B: AutodiffBackend>(
+    run: &Run,
+    encoder_kind: EncoderKind,
+    options: &EvaluateOptions,
+    device: &B::Device,
+) -> Result<()> {
+    let started = Instant::now();
+    write_features::<B>(run, encoder_kind, &options.features, device)?;
+    log(options, format!("features ({encoder_kind}): {:.1} s", started.elapsed().as_secs_f64()));
+    for probe in [Probe::Linear(options.linear.clone()), Probe::Knn(options.knn)] {
+        let started = Instant::now();
+        let outcome = run_probe(run, encoder_kind, &probe, &options.protocols)?;
+        write_outcome(run, encoder_kind, &probe, &outcome)?;
+        log(options, format!("{} probe ({encoder_kind}): {:.1} s", probe.name(), started.elapsed().as_secs_f64()));
     }
     Ok(())
 }
 
-fn selection_frame(selections: &[(TaskLabel, Selection)]) -> PolarsResult<DataFrame> {
-    // One row per candidate of every task's search.
-    let rows: Vec<(&TaskLabel, &Selection, usize)> = selections
-        .iter()
-        .flat_map(|(task, selection)| (0..selection.candidates.len()).map(move |index| (task, selection, index)))
-        .collect();
-    df!(
-        "encoder" => rows.iter().map(|(task, ..)| task.encoder.clone()).collect::<Vec<_>>(),
-        "protocol" => rows.iter().map(|(task, ..)| task.protocol.clone()).collect::<Vec<_>>(),
-        "fold" => rows.iter().map(|(task, ..)| task.fold.map(|fold| fold as i32)).collect::<Vec<_>>(),
-        "learning_rate" => rows.iter().map(|(_, selection, index)| selection.candidates[*index].learning_rate).collect::<Vec<_>>(),
-        "weight_decay" => rows.iter().map(|(_, selection, index)| selection.candidates[*index].weight_decay).collect::<Vec<_>>(),
-        "validation_accuracy" => rows.iter().map(|(_, selection, index)| selection.candidates[*index].validation_accuracy).collect::<Vec<_>>(),
-        "chosen" => rows.iter().map(|(_, selection, index)| *index == selection.chosen).collect::<Vec<_>>(),
-        "fit_rows" => rows.iter().map(|(_, selection, _)| selection.train_rows as i64).collect::<Vec<_>>(),
-        "validation_rows" => rows.iter().map(|(_, selection, _)| selection.validation_rows as i64).collect::<Vec<_>>(),
-    )
-}
-
-/// Writes `frame` to `path` atomically.
-pub fn write_parquet(path: &Path, frame: &mut DataFrame) -> Result<()> {
-    write_atomically(path, |file| {
-        ParquetWriter::new(file).finish(frame).map_err(ProbeError::polars(path.display().to_string()))?;
-        Ok(())
-    })
+fn log(options: &EvaluateOptions, line: String) {
+    if options.features.progress {
+        eprintln!("{line}");
+    }
 }

@@ -1,9 +1,9 @@
 //! Frozen features: each labelled image through the encoder once, average-pooled over its
 //! tokens, written to Parquet as `id: UInt64`, `label: Int32`, `feature: FixedSizeList<f32>`.
 //!
-//! Images are read with the shard reader in manifest order and resized whole to the
-//! model's resolution (no crop, no augmentation), normalised with the run's pixel
-//! statistics, as the trainer's first op does.
+//! Images come from the data plane ([`jepa_shared::labelled`]) in manifest order, resized
+//! whole to the model's resolution (no crop, no augmentation), and are normalised with the
+//! run's pixel statistics, as the trainer's first op does.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,15 +15,17 @@ use arrow_array::{Array, FixedSizeListArray, Float32Array, Int32Array, RecordBat
 use arrow_schema::{DataType, Field, Schema};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use jepa_shared::Dataset;
-use jepa_shared::vit::{VisionTransformer, normalize_pixels};
-use jepa_trainer::augment::{CropBox, ImagePipeline, SourceImage};
+use jepa_shared::labelled::each_labelled_image;
+use jepa_shared::{Dataset, LabelledImages, Progress};
+use jepa_trainer::vit::{VisionTransformer, normalize_pixels};
+use jepa_trainer::{EncoderKind, Run};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{ProbeError, Result};
+use crate::protocol::{TEST_SPLIT, TRAIN_SPLIT};
 
 /// Features of one split, row-major `[rows, dim]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,7 +107,7 @@ impl FeatureTable {
             .set_key_value_metadata(Some(pairs))
             .set_max_row_group_row_count(Some(16_384))
             .build();
-        write_atomically(path, |file| {
+        jepa_shared::atomic::write_file(path, |file| {
             let mut writer = ArrowWriter::try_new(file, schema, Some(properties)).map_err(ProbeError::parquet(path))?;
             writer.write(&batch).map_err(ProbeError::parquet(path))?;
             writer.close().map_err(ProbeError::parquet(path))?;
@@ -149,42 +151,44 @@ impl FeatureTable {
     }
 }
 
-/// Calls `write` on a temporary file beside `path`, then renames it into place.
-pub fn write_atomically(path: &Path, write: impl FnOnce(std::fs::File) -> Result<()>) -> Result<()> {
-    let folder = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(folder).map_err(ProbeError::io(folder))?;
-    let name = path.file_name().and_then(|name| name.to_str()).unwrap_or("output");
-    let temp = folder.join(format!(".{name}.tmp"));
-    let file = std::fs::File::create(&temp).map_err(ProbeError::io(&temp))?;
-    let result = write(file.try_clone().map_err(ProbeError::io(&temp))?);
-    if let Err(error) = result {
-        let _ = std::fs::remove_file(&temp);
-        return Err(error);
+/// How a run's images become encoder input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageInput {
+    pub image_size_px: usize,
+    pub channels: usize,
+    pub pixel_mean: Vec<f32>,
+    pub pixel_std: Vec<f32>,
+}
+
+impl ImageInput {
+    /// The geometry of `run`'s encoder and the pixel statistics it trained with.
+    pub fn of_run(run: &Run) -> Result<Self> {
+        let encoder = run.recipe.encoder();
+        let (pixel_mean, pixel_std) = run.pixel_stats()?;
+        Ok(Self { image_size_px: encoder.image_size_px, channels: encoder.channels, pixel_mean, pixel_std })
     }
-    file.sync_all().map_err(ProbeError::io(&temp))?;
-    std::fs::rename(&temp, path).map_err(ProbeError::io(path))
+
+    /// Values per image, `channels × size × size`.
+    pub fn image_len(&self) -> usize {
+        self.channels * self.image_size_px * self.image_size_px
+    }
+
+    /// `count` u8 images (`[count, channels, size, size]`) normalised on `device`.
+    pub fn normalise<B: Backend>(&self, pixels: &[u8], count: usize, device: &B::Device) -> Tensor<B, 4> {
+        let shape = [count, self.channels, self.image_size_px, self.image_size_px];
+        normalize_pixels(pixels, shape, &self.pixel_mean, &self.pixel_std, device)
+    }
 }
 
 /// How features are taken.
 #[derive(Debug, Clone)]
 pub struct ExtractSettings {
-    pub image_size_px: usize,
-    pub channels: usize,
-    pub pixel_mean: Vec<f32>,
-    pub pixel_std: Vec<f32>,
+    pub input: ImageInput,
     /// Average-pool the last `layers` blocks and concatenate them (1: the last layer only).
     pub layers: usize,
     pub batch_size: usize,
     /// Batches encoded at once, each on its own thread.
     pub threads: usize,
-}
-
-/// Images decoded and resized, waiting for the encoder.
-struct PendingImages {
-    ids: Vec<u64>,
-    labels: Vec<i32>,
-    /// `[images, channels, size, size]`, u8.
-    pixels: Vec<u8>,
 }
 
 /// Features of every image of `split`, in manifest order, encoded a few batches per thread
@@ -198,115 +202,22 @@ pub fn extract<B: Backend>(
     device: &B::Device,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<FeatureTable> {
-    let size = settings.image_size_px;
+    let input = &settings.input;
     let batch_size = settings.batch_size.max(1);
     let threads = settings.threads.max(1);
     // Enough images in memory for a few batches per thread, and no more.
     let chunk_images = batch_size * threads * 4;
     let mut table = FeatureTable::new(encoder.dim() * settings.layers);
-    let mut pending = PendingImages { ids: Vec::new(), labels: Vec::new(), pixels: Vec::new() };
-    each_labelled_image(dataset, split, size, settings.channels, |id, label, pixels| {
-        pending.ids.push(id);
-        pending.labels.push(label);
-        pending.pixels.extend_from_slice(pixels);
-        if pending.ids.len() == chunk_images {
+    let mut pending = LabelledImages { image_len: input.image_len(), ..LabelledImages::default() };
+    each_labelled_image(dataset, split, input.image_size_px, input.channels, |id, label, pixels| {
+        pending.push(id, label, pixels);
+        if pending.len() == chunk_images {
             encode_pending(encoder, &mut pending, settings, device, progress, &mut table);
         }
-        Ok(())
+        Ok::<_, jepa_shared::ShardError>(std::ops::ControlFlow::Continue(()))
     })?;
     encode_pending(encoder, &mut pending, settings, device, progress, &mut table);
     Ok(table)
-}
-
-/// Calls `visit(id, label, pixels)` for every image of `split` in manifest order, resized
-/// whole to `image_size_px` with `channels` channels (`[channels, size, size]` u8). An
-/// unlabelled image is an error naming the split and row group.
-pub fn each_labelled_image(
-    dataset: &Dataset,
-    split: &str,
-    image_size_px: usize,
-    channels: usize,
-    mut visit: impl FnMut(u64, i32, &[u8]) -> Result<()>,
-) -> Result<()> {
-    let mut pipeline = ImagePipeline::new(image_size_px as u32, channels as u8);
-    let mut pixels = vec![0u8; channels * image_size_px * image_size_px];
-    let location = |row_group: usize| format!("split `{split}` of {}, row group {row_group}", dataset.root().display());
-    for group in dataset.row_groups(split)? {
-        let group = group?;
-        for image in group.iter() {
-            let label = image.label.ok_or_else(|| ProbeError::Bad {
-                path: location(group.row_group).into(),
-                problem: format!("image {} has no label", image.id),
-            })?;
-            let source = SourceImage {
-                height: image.height.into(),
-                width: image.width.into(),
-                channels: image.channels,
-                pixels: image.pixels,
-            };
-            let whole = CropBox::whole(image.height.into(), image.width.into());
-            pipeline.process(source, whole, &mut pixels).map_err(|problem| ProbeError::Bad {
-                path: location(group.row_group).into(),
-                problem: format!("image {}: {problem}", image.id),
-            })?;
-            visit(image.id, i32::from(label), &pixels)?;
-        }
-    }
-    Ok(())
-}
-
-/// Labelled images in memory, `[rows, channels, size, size]` u8.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LabelledImages {
-    pub ids: Vec<u64>,
-    pub labels: Vec<i32>,
-    pub pixels: Vec<u8>,
-    /// Values per image.
-    pub image_len: usize,
-}
-
-impl LabelledImages {
-    /// Every image of `split` (or those whose id is in `keep`), as [`each_labelled_image`] reads them.
-    pub fn read(
-        dataset: &Dataset,
-        split: &str,
-        image_size_px: usize,
-        channels: usize,
-        keep: Option<&std::collections::HashSet<u64>>,
-    ) -> Result<Self> {
-        let mut images = Self { image_len: channels * image_size_px * image_size_px, ..Self::default() };
-        each_labelled_image(dataset, split, image_size_px, channels, |id, label, pixels| {
-            if keep.is_none_or(|keep| keep.contains(&id)) {
-                images.ids.push(id);
-                images.labels.push(label);
-                images.pixels.extend_from_slice(pixels);
-            }
-            Ok(())
-        })?;
-        Ok(images)
-    }
-
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
-    pub fn image(&self, row: usize) -> &[u8] {
-        &self.pixels[row * self.image_len..(row + 1) * self.image_len]
-    }
-
-    pub fn select_rows(&self, rows: &[usize]) -> Self {
-        let mut out = Self { image_len: self.image_len, ..Self::default() };
-        for &row in rows {
-            out.ids.push(self.ids[row]);
-            out.labels.push(self.labels[row]);
-            out.pixels.extend_from_slice(self.image(row));
-        }
-        out
-    }
 }
 
 /// Average-pooled features of `count` images (`[count, channels, size, size]` u8), row-major.
@@ -317,14 +228,7 @@ pub fn encode_batch<B: Backend>(
     settings: &ExtractSettings,
     device: &B::Device,
 ) -> Vec<f32> {
-    let size = settings.image_size_px;
-    let images = normalize_pixels::<B>(
-        pixels,
-        [count, settings.channels, size, size],
-        &settings.pixel_mean,
-        &settings.pixel_std,
-        device,
-    );
+    let images = settings.input.normalise::<B>(pixels, count, device);
     let pooled: Vec<Tensor<B, 2>> = encoder
         .forward_layers(images, None, settings.layers)
         .into_iter()
@@ -344,8 +248,7 @@ pub fn encode_images<B: Backend>(
     device: &B::Device,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Vec<f32> {
-    let size = settings.image_size_px;
-    let image_len = settings.channels * size * size;
+    let image_len = settings.input.image_len();
     let batch_size = settings.batch_size.max(1);
     let batches = count.div_ceil(batch_size);
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -376,19 +279,17 @@ pub fn encode_images<B: Backend>(
 /// Encodes the pending images, appends their features in order, and empties the buffers.
 fn encode_pending<B: Backend>(
     encoder: &VisionTransformer<B>,
-    pending: &mut PendingImages,
+    pending: &mut LabelledImages,
     settings: &ExtractSettings,
     device: &B::Device,
     progress: &(dyn Fn(usize) + Sync),
     table: &mut FeatureTable,
 ) {
-    let values = encode_images(encoder, &pending.pixels, pending.ids.len(), settings, device, progress);
+    let values = encode_images(encoder, &pending.pixels, pending.len(), settings, device, progress);
     for ((id, label), feature) in pending.ids.iter().zip(&pending.labels).zip(values.chunks_exact(table.dim)) {
         table.push(*id, *label, feature);
     }
-    pending.ids.clear();
-    pending.labels.clear();
-    pending.pixels.clear();
+    pending.clear();
 }
 
 /// The key-value pairs a features file was written with.
@@ -398,4 +299,66 @@ pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
     let reader = SerializedFileReader::new(file).map_err(ProbeError::parquet(path))?;
     let pairs = reader.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
     Ok(pairs.into_iter().filter_map(|pair| pair.value.map(|value| (pair.key, value))).collect())
+}
+
+/// How `probe features` runs.
+#[derive(Debug, Clone)]
+pub struct FeatureOptions {
+    /// A checkpoint of the run (`step-N`, `N` or a path); the latest when `None`.
+    pub checkpoint: Option<String>,
+    /// Concatenate the average-pooled outputs of the last `layers` blocks.
+    pub layers: usize,
+    pub batch_size: usize,
+    /// Batches encoded in parallel (CPU); 1 on a GPU is enough.
+    pub threads: usize,
+    pub progress: bool,
+}
+
+impl Default for FeatureOptions {
+    fn default() -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self { checkpoint: None, layers: 1, batch_size: 64, threads, progress: true }
+    }
+}
+
+/// Writes `encoder`'s features of the train and test splits of `run`; returns the files.
+pub fn write_features<B: burn::tensor::backend::AutodiffBackend>(
+    run: &Run,
+    encoder: EncoderKind,
+    options: &FeatureOptions,
+    device: &B::Device,
+) -> Result<Vec<std::path::PathBuf>> {
+    let depth = run.recipe.encoder().depth;
+    if options.layers == 0 || options.layers > depth {
+        return Err(ProbeError::bad(
+            run.folder.root(),
+            format!("--layers {} is not in 1..={depth} (the encoder's depth)", options.layers),
+        ));
+    }
+    let loaded = run.encoder::<B>(encoder, options.checkpoint.as_deref(), device)?;
+    let settings = ExtractSettings {
+        input: ImageInput::of_run(run)?,
+        layers: options.layers,
+        batch_size: options.batch_size.max(1),
+        threads: options.threads.max(1),
+    };
+    let dataset = Dataset::open(run.recipe.dataset())?;
+    let metadata: HashMap<String, String> = [
+        ("encoder".to_string(), encoder.as_str().to_string()),
+        ("checkpoint".to_string(), loaded.source),
+        ("layers".to_string(), options.layers.to_string()),
+        ("run".to_string(), run.recipe.name().to_string()),
+    ]
+    .into();
+    let mut written = Vec::new();
+    for split in [TRAIN_SPLIT, TEST_SPLIT] {
+        let count = dataset.split(split)?.count;
+        let bar = Progress::new(options.progress).bar(count, &format!("{encoder} {split}"), "images");
+        let table = extract(&loaded.encoder, &dataset, split, &settings, device, &|images| bar.inc(images as u64))?;
+        bar.finish_and_clear();
+        let path = run.folder.features(encoder, split);
+        table.write(&path, &metadata)?;
+        written.push(path);
+    }
+    Ok(written)
 }

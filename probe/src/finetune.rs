@@ -17,16 +17,16 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
-use jepa_shared::Dataset;
 use jepa_shared::rng::KeyedRng;
-use jepa_shared::vit::{VisionTransformer, normalize_pixels};
+use jepa_shared::{Dataset, LabelledImages};
 use jepa_trainer::optim::AdamW;
+use jepa_trainer::vit::VisionTransformer;
 
 use crate::error::Result;
-use crate::features::{ExtractSettings, LabelledImages, encode_images};
+use crate::features::{ExtractSettings, ImageInput, encode_images};
 use crate::heldout::Predictions;
 use crate::knn::argmax;
-use crate::linear::{best_index, cosine_lr, validation_split};
+use crate::linear::{best_index, cosine_lr, validation_rows, validation_split};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinetuneSettings {
@@ -101,22 +101,13 @@ impl<B: Backend> Finetuned<B> {
     }
 }
 
-/// How images become model input, and how many threads predict.
-#[derive(Debug, Clone)]
-pub struct ImageInput {
-    pub image_size_px: usize,
-    pub channels: usize,
-    pub pixel_mean: Vec<f32>,
-    pub pixel_std: Vec<f32>,
-    /// Batches predicted in parallel, each with its own copy of the model.
-    pub threads: usize,
-}
-
 /// A fine-tuned model ready to predict, on the plain backend.
 pub struct FinetunedClassifier<B: Backend> {
     model: Finetuned<B>,
     input: ImageInput,
     batch_size: usize,
+    /// Batches predicted in parallel, each with its own copy of the model.
+    threads: usize,
     device: B::Device,
 }
 
@@ -124,13 +115,10 @@ impl<B: Backend> FinetunedClassifier<B> {
     /// The predicted class of every image: pooled features on `threads` threads, then the head.
     pub fn predict(&self, images: &LabelledImages) -> Vec<i32> {
         let settings = ExtractSettings {
-            image_size_px: self.input.image_size_px,
-            channels: self.input.channels,
-            pixel_mean: self.input.pixel_mean.clone(),
-            pixel_std: self.input.pixel_std.clone(),
+            input: self.input.clone(),
             layers: 1,
             batch_size: self.batch_size,
-            threads: self.input.threads.max(1),
+            threads: self.threads.max(1),
         };
         let features =
             encode_images(&self.model.encoder, &images.pixels, images.len(), &settings, &self.device, &|_| ());
@@ -163,6 +151,12 @@ impl<'a> HeldOutImages<'a> {
     }
 }
 
+/// Images [`fit`] trains on per learning rate and epoch, out of `train_rows`.
+pub fn fitting_rows(train_rows: usize, settings: &FinetuneSettings) -> usize {
+    let drawn = settings.train_images.map_or(train_rows, |limit| limit.min(train_rows));
+    drawn - validation_rows(drawn, settings.validation_fraction)
+}
+
 /// Draws the fine-tuning images: all of `train`, or `settings.train_images` of them at random.
 pub fn draw_train_rows(rows: usize, settings: &FinetuneSettings) -> Vec<usize> {
     let mut order: Vec<usize> = (0..rows).collect();
@@ -174,18 +168,26 @@ pub fn draw_train_rows(rows: usize, settings: &FinetuneSettings) -> Vec<usize> {
     order
 }
 
+/// Where fine-tuning runs.
+pub struct Runtime<'a, B: Backend> {
+    /// Threads for the validation and test passes (shared by the learning rates).
+    pub threads: usize,
+    pub device: &'a B::Device,
+    /// Told the images of each training step.
+    pub progress: &'a (dyn Fn(usize) + Sync),
+}
+
 /// Fine-tunes `encoder` on `train` (see the module doc) and returns the chosen model. Each
-/// learning rate trains on its own thread, from its own copy of the encoder. `progress` is
-/// told the images of each training step.
+/// learning rate trains on its own thread, from its own copy of the encoder.
 pub fn fit<B: AutodiffBackend>(
     encoder: &VisionTransformer<B>,
     train: &LabelledImages,
     classes: usize,
     input: &ImageInput,
     settings: &FinetuneSettings,
-    device: &B::Device,
-    progress: &(dyn Fn(usize) + Sync),
+    runtime: &Runtime<'_, B>,
 ) -> (FinetunedClassifier<B::InnerBackend>, FinetuneSelection) {
+    let (device, progress) = (runtime.device, runtime.progress);
     assert!(!settings.learning_rates.is_empty() && settings.epochs > 0, "an empty grid");
     let train = train.select_rows(&draw_train_rows(train.len(), settings));
     let (fitting, validation) = validation_split(train.len(), settings.validation_fraction, settings.seed);
@@ -195,8 +197,8 @@ pub fn fit<B: AutodiffBackend>(
     let start = Finetuned { encoder: encoder.clone(), head }.valid();
     let runs = settings.learning_rates.len();
     // The cores are shared between the learning rates' validation passes.
-    let input = ImageInput { threads: (input.threads / runs).max(1), ..input.clone() };
-    let job = Job::<B> { fitting: &fitting, validation: &validation, input: &input, settings, device, progress };
+    let threads = (runtime.threads / runs).max(1);
+    let job = Job::<B> { fitting: &fitting, validation: &validation, input, threads, settings, device, progress };
     let results: Vec<(Vec<FinetuneCandidate>, Finetuned<B::InnerBackend>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = settings
             .learning_rates
@@ -213,7 +215,13 @@ pub fn fit<B: AutodiffBackend>(
     let chosen = best_index(candidates.iter().map(|candidate| candidate.validation_accuracy));
     let model = results.into_iter().nth(chosen / settings.epochs).expect("one result per learning rate").1;
     let batch_size = settings.batch_size.clamp(1, fitting.len());
-    let classifier = FinetunedClassifier { model, input: input.clone(), batch_size, device: device.clone() };
+    let classifier = FinetunedClassifier {
+        model,
+        input: input.clone(),
+        batch_size,
+        threads: runtime.threads,
+        device: device.clone(),
+    };
     let selection =
         FinetuneSelection { candidates, chosen, train_rows: fitting.len(), validation_rows: validation.len() };
     (classifier, selection)
@@ -224,6 +232,7 @@ struct Job<'a, B: AutodiffBackend> {
     fitting: &'a LabelledImages,
     validation: &'a LabelledImages,
     input: &'a ImageInput,
+    threads: usize,
     settings: &'a FinetuneSettings,
     device: &'a B::Device,
     progress: &'a (dyn Fn(usize) + Sync),
@@ -252,7 +261,7 @@ impl<B: AutodiffBackend> Job<'_, B> {
         for epoch in 0..settings.epochs {
             KeyedRng::new(&[settings.seed, epoch as u64, 0x66_74]).shuffle(&mut order);
             for rows in order.chunks(batch_size) {
-                let images = normalised::<B>(fitting, rows, self.input, device);
+                let images = self.input.normalise::<B>(&fitting.select_rows(rows).pixels, rows.len(), device);
                 let labels: Vec<i64> = rows.iter().map(|&row| i64::from(fitting.labels[row])).collect();
                 let labels = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [rows.len()]), device);
                 let value = loss.forward(model.forward(images), labels);
@@ -269,8 +278,13 @@ impl<B: AutodiffBackend> Job<'_, B> {
                 (self.progress)(rows.len());
             }
             let frozen = model.valid();
-            let classifier =
-                FinetunedClassifier { model: frozen, input: self.input.clone(), batch_size, device: device.clone() };
+            let classifier = FinetunedClassifier {
+                model: frozen,
+                input: self.input.clone(),
+                batch_size,
+                threads: self.threads,
+                device: device.clone(),
+            };
             let predicted = classifier.predict(self.validation);
             let correct = predicted.iter().zip(&self.validation.labels).filter(|(p, l)| p == l).count();
             let validation_accuracy = correct as f64 / self.validation.len().max(1) as f64;
@@ -293,26 +307,11 @@ impl<B: AutodiffBackend> ModuleMapper<B> for RequireGrad {
     }
 }
 
-/// `rows` of `images`, normalised, on `device`.
-fn normalised<B: Backend>(
-    images: &LabelledImages,
-    rows: &[usize],
-    input: &ImageInput,
-    device: &B::Device,
-) -> Tensor<B, 4> {
-    let mut pixels = Vec::with_capacity(rows.len() * images.image_len);
-    for &row in rows {
-        pixels.extend_from_slice(images.image(row));
-    }
-    let size = input.image_size_px;
-    normalize_pixels(&pixels, [rows.len(), input.channels, size, size], &input.pixel_mean, &input.pixel_std, device)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::backend::{Autodiff, NdArray};
-    use jepa_shared::vit::VitConfig;
+    use jepa_trainer::vit::VitConfig;
 
     type B = Autodiff<NdArray<f32>>;
 
@@ -338,8 +337,7 @@ mod tests {
         let device = Default::default();
         let vit = VitConfig::preset("nano", 8, 4, 1).unwrap();
         let encoder = vit.init::<B>(&device);
-        let input =
-            ImageInput { image_size_px: 8, channels: 1, pixel_mean: vec![0.5], pixel_std: vec![0.25], threads: 2 };
+        let input = ImageInput { image_size_px: 8, channels: 1, pixel_mean: vec![0.5], pixel_std: vec![0.25] };
         let settings = FinetuneSettings {
             learning_rates: vec![0.0, 1e-2],
             epochs: 3,
@@ -347,7 +345,8 @@ mod tests {
             train_images: Some(500),
             ..FinetuneSettings::default()
         };
-        let (classifier, selection) = fit(&encoder, &halves(800, 1), 2, &input, &settings, &device, &|_| ());
+        let runtime = Runtime { threads: 2, device: &device, progress: &|_| () };
+        let (classifier, selection) = fit(&encoder, &halves(800, 1), 2, &input, &settings, &runtime);
         // 500 drawn of 800, 50 of them validate; every (lr, epoch) is scored.
         assert_eq!((selection.train_rows, selection.validation_rows), (450, 50));
         let tried: Vec<(f64, usize)> = selection.candidates.iter().map(|c| (c.learning_rate, c.epochs)).collect();

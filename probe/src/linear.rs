@@ -193,11 +193,15 @@ pub fn validation_split(rows: usize, fraction: f64, seed: u64) -> (Vec<usize>, V
     assert!(rows >= 2, "a validation split needs at least 2 rows");
     let mut order: Vec<usize> = (0..rows).collect();
     KeyedRng::new(&[seed, 0x76_61_6c]).shuffle(&mut order);
-    let validation_rows = ((rows as f64 * fraction).round() as usize).clamp(1, rows - 1);
-    let mut fitting = order.split_off(validation_rows);
+    let mut fitting = order.split_off(validation_rows(rows, fraction));
     fitting.sort_unstable();
     order.sort_unstable();
     (fitting, order)
+}
+
+/// How many of `rows` [`validation_split`] holds back.
+pub fn validation_rows(rows: usize, fraction: f64) -> usize {
+    ((rows as f64 * fraction).round() as usize).clamp(1, rows.max(2) - 1)
 }
 
 /// `peak` decayed to zero along half a cosine over `total` steps.

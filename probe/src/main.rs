@@ -8,7 +8,7 @@
 //! probe report   --run runs/demo-fashion
 //! probe all      --run runs/demo-fashion [--require-pretrained-better]
 //! probe compare  --run runs/compare-fashion/ijepa --run runs/compare-fashion/mae --out runs/compare-fashion
-//! probe reconstruct --run runs/compare-fashion/mae --out mae-reconstruction.png
+//! probe reconstruct --run runs/compare-fashion/mae --out mae-reconstruction.png   (methods that predict pixels)
 //! ```
 
 use std::path::PathBuf;
@@ -16,19 +16,15 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use jepa_probe::compare::{CompareOptions, compare, markdown_table};
-use jepa_probe::evaluate::{FinetuneOptions, Probe, run_finetune, run_probe, write_outcome};
+use jepa_probe::evaluate::{EvaluateOptions, FinetuneOptions, LINEAR, Probe, run_finetune, run_probe, write_outcome};
+use jepa_probe::features::{FeatureOptions, write_features};
 use jepa_probe::finetune::FinetuneSettings;
 use jepa_probe::knn::KnnSettings;
 use jepa_probe::linear::LinearSettings;
-use jepa_probe::pipeline::{EvaluateOptions, FeatureOptions, evaluate_all, write_features};
+use jepa_probe::pipeline::evaluate_all;
 use jepa_probe::report::{Report, summary_table, write_report};
-use jepa_probe::{EncoderKind, RunFolder};
-
-#[cfg(feature = "cuda")]
-type Device = burn::backend::Cuda<f32>;
-#[cfg(not(feature = "cuda"))]
-type Device = burn::backend::NdArray<f32>;
-type Train = burn::backend::Autodiff<Device>;
+use jepa_trainer::device::Train;
+use jepa_trainer::{EncoderKind, Run};
 
 #[derive(Parser)]
 #[command(about = "Evaluate a trained run's frozen encoder: features, linear probe, kNN, report")]
@@ -48,6 +44,18 @@ struct RunArgs {
     /// No progress bars or timings
     #[arg(long)]
     quiet: bool,
+}
+
+/// Which run, encoder and protocols a probe evaluates.
+#[derive(Args)]
+struct ProbeArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    #[arg(long, value_enum, default_value_t = EncoderKind::Pretrained)]
+    encoder: EncoderKind,
+    /// Protocols to run (default: all the dataset supports; fine-tuning: those with one train set)
+    #[arg(long = "protocol")]
+    protocols: Vec<String>,
 }
 
 #[derive(Args)]
@@ -155,38 +163,24 @@ enum Command {
     /// Linear probe on frozen features → <run>/probe/predictions/<encoder>-linear.parquet
     Linear {
         #[command(flatten)]
-        run: RunArgs,
-        #[arg(long, value_enum, default_value_t = EncoderKind::Pretrained)]
-        encoder: EncoderKind,
-        /// Protocols to run (default: all the dataset supports)
-        #[arg(long = "protocol")]
-        protocols: Vec<String>,
+        probe: ProbeArgs,
         #[command(flatten)]
         linear: LinearArgs,
     },
     /// Weighted cosine kNN → <run>/probe/predictions/<encoder>-knn.parquet
     Knn {
         #[command(flatten)]
-        run: RunArgs,
-        #[arg(long, value_enum, default_value_t = EncoderKind::Pretrained)]
-        encoder: EncoderKind,
-        #[arg(long = "protocol")]
-        protocols: Vec<String>,
+        probe: ProbeArgs,
         #[command(flatten)]
         knn: KnnArgs,
     },
     /// Fine-tune the whole encoder with a linear head → <run>/probe/predictions/<encoder>-finetune.parquet
     Finetune {
         #[command(flatten)]
-        run: RunArgs,
-        #[arg(long, value_enum, default_value_t = EncoderKind::Pretrained)]
-        encoder: EncoderKind,
+        probe: ProbeArgs,
         /// Checkpoint: `step-00000937`, a step number or a path (default: the latest)
         #[arg(long)]
         checkpoint: Option<String>,
-        /// Protocols to run (default: those with a single train set)
-        #[arg(long = "protocol")]
-        protocols: Vec<String>,
         #[command(flatten)]
         finetune: FinetuneArgs,
     },
@@ -211,7 +205,7 @@ enum Command {
         #[command(flatten)]
         finetune: FinetuneArgs,
     },
-    /// MAE's figure: original, masked input and reconstruction of a few test images (PNG)
+    /// A pixel-predicting method's figure: original, context and reconstruction of a few test images (PNG)
     Reconstruct {
         #[command(flatten)]
         run: RunArgs,
@@ -245,10 +239,10 @@ enum Command {
     },
 }
 
-fn open(args: &RunArgs) -> anyhow::Result<RunFolder> {
-    let mut run = RunFolder::open(&args.run)?;
+fn open(args: &RunArgs) -> anyhow::Result<Run> {
+    let mut run = Run::open(&args.run)?;
     if let Some(dataset) = &args.dataset {
-        run.config.dataset = dataset.clone();
+        run.recipe.set_dataset(dataset);
     }
     Ok(run)
 }
@@ -265,31 +259,27 @@ fn feature_options(args: &FeatureArgs, run: &RunArgs) -> FeatureOptions {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    check_device()?;
+    jepa_trainer::device::check("probe").map_err(anyhow::Error::msg)?;
     let device = Default::default();
     match cli.command {
         Command::Features { run: args, encoder, features } => {
             let run = open(&args)?;
-            for path in write_features::<Device>(&run, encoder, &feature_options(&features, &args), &device)? {
+            for path in write_features::<Train>(&run, encoder, &feature_options(&features, &args), &device)? {
                 println!("{}", path.display());
             }
         }
-        Command::Linear { run: args, encoder, protocols, linear } => {
-            probe(&open(&args)?, encoder, &Probe::Linear(linear.settings()), &protocols)?;
-        }
-        Command::Knn { run: args, encoder, protocols, knn } => {
-            probe(&open(&args)?, encoder, &Probe::Knn(knn.settings()), &protocols)?;
-        }
-        Command::Finetune { run: args, encoder, checkpoint, protocols, finetune } => {
-            let run = open(&args)?;
+        Command::Linear { probe: args, linear } => probe(&args, &Probe::Linear(linear.settings()))?,
+        Command::Knn { probe: args, knn } => probe(&args, &Probe::Knn(knn.settings()))?,
+        Command::Finetune { probe: args, checkpoint, finetune } => {
+            let run = open(&args.run)?;
             let options = FinetuneOptions {
                 checkpoint,
-                protocols,
+                protocols: args.protocols,
                 threads: FeatureOptions::default().threads,
-                progress: !args.quiet,
+                progress: !args.run.quiet,
             };
             for (task, predictions, selection) in
-                run_finetune::<Train>(&run, encoder, &finetune.settings(), &options, &device)?
+                run_finetune::<Train>(&run, args.encoder, &finetune.settings(), &options, &device)?
             {
                 let chosen = selection.chosen();
                 println!(
@@ -305,7 +295,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Compare { runs, out, quiet, features, protocols, linear, knn, finetune } => {
             let args = RunArgs { run: runs[0].clone(), dataset: None, quiet };
-            let runs: Vec<RunFolder> = runs.iter().map(|run| RunFolder::open(run)).collect::<Result<_, _>>()?;
+            let runs: Vec<Run> = runs.iter().map(|run| Run::open(run)).collect::<Result<_, _>>()?;
             let options = CompareOptions {
                 evaluate: EvaluateOptions {
                     features: feature_options(&features, &args),
@@ -321,8 +311,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Reconstruct { run: args, checkpoint, images, out } => {
             let run = open(&args)?;
-            let checkpoint = run.checkpoint(checkpoint.as_deref())?;
-            jepa_probe::reconstruction::draw::<Device>(&run, &checkpoint, images, &out, &device)?;
+            jepa_probe::reconstruction::draw::<Train>(&run, checkpoint.as_deref(), images, &out, &device)?;
             println!("{}", out.display());
         }
         Command::Report { run: args } => {
@@ -337,7 +326,7 @@ fn main() -> anyhow::Result<()> {
                 knn: knn.settings(),
                 protocols,
             };
-            let report = evaluate_all::<Device>(&run, &options, &device)?;
+            let report = evaluate_all::<Train>(&run, &options, &device)?;
             print_report(&report);
             if require_pretrained_better {
                 require_better(&report)?;
@@ -347,9 +336,10 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn probe(run: &RunFolder, encoder: EncoderKind, probe: &Probe, protocols: &[String]) -> anyhow::Result<()> {
-    let outcome = run_probe(run, encoder, probe, protocols)?;
-    write_outcome(run, encoder, probe, &outcome)?;
+fn probe(args: &ProbeArgs, probe: &Probe) -> anyhow::Result<()> {
+    let run = open(&args.run)?;
+    let outcome = run_probe(&run, args.encoder, probe, &args.protocols)?;
+    write_outcome(&run, args.encoder, probe, &outcome)?;
     for (task, predictions) in &outcome.evaluations {
         let fold = task.fold.map(|fold| format!(" fold {fold}")).unwrap_or_default();
         println!(
@@ -371,13 +361,14 @@ fn print_report(report: &Report) {
 /// Every protocol's pretrained linear accuracy must exceed the random-init one's.
 fn require_better(report: &Report) -> anyhow::Result<()> {
     let linear = |encoder: &str, protocol: &str| {
-        report.summary.iter().find(|row| row.encoder == encoder && row.probe == "linear" && row.protocol == protocol)
+        report.summary.iter().find(|row| row.encoder == encoder && row.probe == LINEAR && row.protocol == protocol)
     };
     let mut protocols: Vec<&str> = report.summary.iter().map(|row| row.protocol.as_str()).collect();
     protocols.dedup();
     for protocol in protocols {
-        let pretrained = linear("pretrained", protocol).context("no pretrained linear-probe result")?;
-        let random = linear("random", protocol).context("no random-init linear-probe result")?;
+        let pretrained =
+            linear(EncoderKind::Pretrained.as_str(), protocol).context("no pretrained linear-probe result")?;
+        let random = linear(EncoderKind::Random.as_str(), protocol).context("no random-init linear-probe result")?;
         if pretrained.accuracy <= random.accuracy {
             bail!(
                 "{protocol}: the pretrained encoder's linear-probe accuracy {:.2}% does not beat the random-init \
@@ -387,15 +378,5 @@ fn require_better(report: &Report) -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
-}
-
-#[cfg(feature = "cuda")]
-fn check_device() -> anyhow::Result<()> {
-    jepa_trainer::cuda::check_driver("probe").map_err(anyhow::Error::msg)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn check_device() -> anyhow::Result<()> {
     Ok(())
 }

@@ -1,6 +1,8 @@
-//! The report's PNGs (plotters, bitmap backend): training curves from `metrics.parquet`,
-//! the pretrained encoder's linear-probe confusion matrix, and per-class accuracy of the
-//! pretrained against the random-init encoder.
+//! The report's PNGs (plotters, bitmap backend), each drawn from data (frames and rows, never
+//! a run folder) and written whole or not at all: training curves from the metrics table,
+//! the pretrained encoder's linear-probe confusion matrix, per-class accuracy of the
+//! pretrained against the random-init encoder, the method comparison's bars, and rows of
+//! images (a reconstruction figure).
 //!
 //! Text is drawn with a TrueType font read at run time (`JEPA_FONT`, else DejaVu Sans or
 //! Liberation Sans from the usual Debian folders), so no font library is linked.
@@ -13,7 +15,7 @@ use plotters::prelude::*;
 use polars::prelude::*;
 
 use crate::error::{ProbeError, Result};
-use crate::run::RunFolder;
+use crate::evaluate::{FINETUNE, KNN, LINEAR};
 
 const FONT_FAMILY: &str = "sans-serif";
 const FONT_CANDIDATES: [&str; 4] = [
@@ -46,27 +48,29 @@ fn ensure_font() -> Result<()> {
         .map_err(|problem| ProbeError::bad(Path::new("plots"), problem))
 }
 
-fn plot_error(path: &Path) -> impl Fn(String) -> ProbeError + '_ {
-    move |problem| ProbeError::bad(path, problem)
+/// Where the report's plots go.
+#[derive(Debug, Clone)]
+pub struct Plots {
+    pub training_curves: PathBuf,
+    pub confusion: PathBuf,
+    pub per_class: PathBuf,
 }
 
 /// Draws every plot the data allows; returns the files written.
 pub fn draw_all(
-    run: &RunFolder,
+    plots: &Plots,
+    metrics: Option<&DataFrame>,
     per_class: &DataFrame,
     confusion: &DataFrame,
     class_names: &[String],
 ) -> Result<Vec<PathBuf>> {
     ensure_font()?;
-    let out = run.probe_dir();
     let mut written = Vec::new();
-    let metrics = run.root.join("metrics.parquet");
-    if metrics.exists() {
-        let path = out.join("training_curves.png");
-        training_curves(&metrics, &path)?;
-        written.push(path);
+    if let Some(metrics) = metrics {
+        training_curves(metrics, &plots.training_curves)?;
+        written.push(plots.training_curves.clone());
     }
-    let pretrained_linear = col("encoder").eq(lit("pretrained")).and(col("probe").eq(lit("linear")));
+    let pretrained_linear = col("encoder").eq(lit(jepa_trainer::EncoderKind::Pretrained.as_str())).and(col("probe").eq(lit(LINEAR)));
     let cells = confusion
         .clone()
         .lazy()
@@ -76,15 +80,28 @@ pub fn draw_all(
         .collect()
         .map_err(ProbeError::polars("confusion cells"))?;
     if cells.height() > 0 {
-        let path = out.join("confusion.png");
-        confusion_matrix(&cells, class_names, &path)?;
-        written.push(path);
+        confusion_matrix(&cells, class_names, &plots.confusion)?;
+        written.push(plots.confusion.clone());
     }
-    let path = out.join("per_class.png");
-    if per_class_accuracy(per_class, class_names, &path)? {
-        written.push(path);
+    if per_class_accuracy(per_class, class_names, &plots.per_class)? {
+        written.push(plots.per_class.clone());
     }
     Ok(written)
+}
+
+/// Draws a PNG of `size` at `path` with `draw`, through a temporary file: a failed drawing
+/// leaves nothing behind.
+fn png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> std::result::Result<(), String>,
+) -> Result<()> {
+    jepa_shared::atomic::write_path(path, |temp| {
+        let root = BitMapBackend::new(temp, size).into_drawing_area();
+        draw(&root)
+            .and_then(|()| root.present().map_err(|error| error.to_string()))
+            .map_err(|problem| ProbeError::bad(path, problem))
+    })
 }
 
 /// `count` segments, one per class. plotters' segmented ranges include their end, so
@@ -112,24 +129,19 @@ fn text_column(frame: &DataFrame, name: &str) -> Vec<String> {
 
 /// Loss, learning rate, weight decay and EMA momentum (images/s for a method without an
 /// EMA) against the optimizer step.
-fn training_curves(metrics: &Path, path: &Path) -> Result<()> {
-    let text = metrics.to_str().ok_or_else(|| ProbeError::bad(metrics, "is not valid UTF-8"))?;
-    let frame = LazyFrame::scan_parquet(PlRefPath::new(text), ScanArgsParquet::default())
-        .and_then(|frame| frame.collect())
-        .map_err(ProbeError::polars(metrics.display().to_string()))?;
+fn training_curves(frame: &DataFrame, path: &Path) -> Result<()> {
     let fourth = if frame.column("ema_momentum").is_ok() {
         ("ema_momentum", "EMA momentum")
     } else {
         ("images_per_second", "images/s")
     };
-    let steps: Vec<f64> = float_column(&frame, "step").into_iter().map(|v| v.unwrap_or(0.0)).collect();
-    let root = BitMapBackend::new(path, (1200, 800)).into_drawing_area();
-    let draw = || -> std::result::Result<(), String> {
+    let steps: Vec<f64> = float_column(frame, "step").into_iter().map(|v| v.unwrap_or(0.0)).collect();
+    png(path, (1200, 800), |root| {
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let panels = root.split_evenly((2, 2));
         let series = [("loss", "loss"), ("lr", "learning rate"), ("weight_decay", "weight decay"), fourth];
         for (panel, (column, title)) in panels.iter().zip(series) {
-            let values = float_column(&frame, column);
+            let values = float_column(frame, column);
             let points: Vec<(f64, f64)> = steps
                 .iter()
                 .zip(&values)
@@ -137,9 +149,8 @@ fn training_curves(metrics: &Path, path: &Path) -> Result<()> {
                 .collect();
             line_panel(panel, title, &points).map_err(|e| e.to_string())?;
         }
-        root.present().map_err(|e| e.to_string())
-    };
-    draw().map_err(plot_error(path))
+        Ok(())
+    })
 }
 
 fn line_panel(
@@ -186,61 +197,61 @@ fn confusion_matrix(cells: &DataFrame, class_names: &[String], path: &Path) -> R
         }
     }
     let name = |class: usize| class_names.get(class).cloned().unwrap_or_else(|| class.to_string());
-    let root = BitMapBackend::new(path, (900, 820)).into_drawing_area();
-    let draw = || -> std::result::Result<(), Box<dyn std::error::Error + '_>> {
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(format!("{first}: pretrained encoder, linear probe (rows: true class)"), (FONT_FAMILY, 20))
-            .margin(15)
-            .x_label_area_size(50)
-            .y_label_area_size(130)
-            .build_cartesian_2d(segments(classes), segments(classes))?;
-        // Rows read top-down in class order; columns carry the class index only.
-        let label = |value: &SegmentValue<usize>| match value {
-            SegmentValue::CenterOf(row) if *row < classes => {
-                format!("{} {}", classes - 1 - row, name(classes - 1 - row))
+    png(path, (900, 820), |root| {
+        let draw = || -> std::result::Result<(), Box<dyn std::error::Error + '_>> {
+            root.fill(&WHITE)?;
+            let mut chart = ChartBuilder::on(root)
+                .caption(format!("{first}: pretrained encoder, linear probe (rows: true class)"), (FONT_FAMILY, 20))
+                .margin(15)
+                .x_label_area_size(50)
+                .y_label_area_size(130)
+                .build_cartesian_2d(segments(classes), segments(classes))?;
+            // Rows read top-down in class order; columns carry the class index only.
+            let label = |value: &SegmentValue<usize>| match value {
+                SegmentValue::CenterOf(row) if *row < classes => {
+                    format!("{} {}", classes - 1 - row, name(classes - 1 - row))
+                }
+                _ => String::new(),
+            };
+            let x_label = |value: &SegmentValue<usize>| match value {
+                SegmentValue::CenterOf(class) if *class < classes => class.to_string(),
+                _ => String::new(),
+            };
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .x_labels(classes)
+                .y_labels(classes)
+                .x_label_formatter(&x_label)
+                .y_label_formatter(&label)
+                .label_style((FONT_FAMILY, 13))
+                .x_desc("predicted class")
+                .draw()?;
+            for (true_class, row) in matrix.iter().enumerate() {
+                let total: f64 = row.iter().sum::<f64>().max(1.0);
+                let y = classes - 1 - true_class;
+                for (predicted_class, &count) in row.iter().enumerate() {
+                    let share = count / total;
+                    let shade = (255.0 * (1.0 - share)) as u8;
+                    chart.draw_series(std::iter::once(Rectangle::new(
+                        [
+                            (SegmentValue::Exact(predicted_class), SegmentValue::Exact(y)),
+                            (SegmentValue::Exact(predicted_class + 1), SegmentValue::Exact(y + 1)),
+                        ],
+                        RGBColor(shade, shade, 255).filled(),
+                    )))?;
+                    let colour = if share > 0.5 { &WHITE } else { &BLACK };
+                    chart.draw_series(std::iter::once(Text::new(
+                        format!("{count:.0}"),
+                        (SegmentValue::CenterOf(predicted_class), SegmentValue::CenterOf(y)),
+                        (FONT_FAMILY, 12).into_font().color(colour),
+                    )))?;
+                }
             }
-            _ => String::new(),
+            Ok(())
         };
-        let x_label = |value: &SegmentValue<usize>| match value {
-            SegmentValue::CenterOf(class) if *class < classes => class.to_string(),
-            _ => String::new(),
-        };
-        chart
-            .configure_mesh()
-            .disable_mesh()
-            .x_labels(classes)
-            .y_labels(classes)
-            .x_label_formatter(&x_label)
-            .y_label_formatter(&label)
-            .label_style((FONT_FAMILY, 13))
-            .x_desc("predicted class")
-            .draw()?;
-        for (true_class, row) in matrix.iter().enumerate() {
-            let total: f64 = row.iter().sum::<f64>().max(1.0);
-            let y = classes - 1 - true_class;
-            for (predicted_class, &count) in row.iter().enumerate() {
-                let share = count / total;
-                let shade = (255.0 * (1.0 - share)) as u8;
-                chart.draw_series(std::iter::once(Rectangle::new(
-                    [
-                        (SegmentValue::Exact(predicted_class), SegmentValue::Exact(y)),
-                        (SegmentValue::Exact(predicted_class + 1), SegmentValue::Exact(y + 1)),
-                    ],
-                    RGBColor(shade, shade, 255).filled(),
-                )))?;
-                let colour = if share > 0.5 { &WHITE } else { &BLACK };
-                chart.draw_series(std::iter::once(Text::new(
-                    format!("{count:.0}"),
-                    (SegmentValue::CenterOf(predicted_class), SegmentValue::CenterOf(y)),
-                    (FONT_FAMILY, 12).into_font().color(colour),
-                )))?;
-            }
-        }
-        root.present()?;
-        Ok(())
-    };
-    draw().map_err(|error| ProbeError::bad(path, error.to_string()))
+        draw().map_err(|error| error.to_string())
+    })
 }
 
 /// Linear-probe accuracy per class on the first protocol, pretrained beside random.
@@ -249,7 +260,7 @@ fn per_class_accuracy(per_class: &DataFrame, class_names: &[String], path: &Path
     let linear = per_class
         .clone()
         .lazy()
-        .filter(col("probe").eq(lit("linear")))
+        .filter(col("probe").eq(lit(LINEAR)))
         .group_by([col("protocol"), col("encoder"), col("class")])
         .agg([col("recall").mean()])
         .collect()
@@ -269,114 +280,185 @@ fn per_class_accuracy(per_class: &DataFrame, class_names: &[String], path: &Path
         }
     }
     let name = |class: usize| class_names.get(class).cloned().unwrap_or_else(|| class.to_string());
-    let root = BitMapBackend::new(path, (1100, 650)).into_drawing_area();
-    let draw = || -> std::result::Result<(), Box<dyn std::error::Error + '_>> {
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!("{first}: linear-probe accuracy per class (blue: pretrained, grey: random init)"),
-                (FONT_FAMILY, 20),
-            )
-            .margin(15)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(segments(count), 0.0..1.0)?;
-        let x_label = |value: &SegmentValue<usize>| match value {
-            SegmentValue::CenterOf(class) if *class < count => name(*class).chars().take(12).collect(),
-            _ => String::new(),
+    png(path, (1100, 650), |root| {
+        let draw = || -> std::result::Result<(), Box<dyn std::error::Error + '_>> {
+            root.fill(&WHITE)?;
+            let mut chart = ChartBuilder::on(root)
+                .caption(
+                    format!("{first}: linear-probe accuracy per class (blue: pretrained, grey: random init)"),
+                    (FONT_FAMILY, 20),
+                )
+                .margin(15)
+                .x_label_area_size(40)
+                .y_label_area_size(60)
+                .build_cartesian_2d(segments(count), 0.0..1.0)?;
+            let x_label = |value: &SegmentValue<usize>| match value {
+                SegmentValue::CenterOf(class) if *class < count => name(*class).chars().take(12).collect(),
+                _ => String::new(),
+            };
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(count)
+                .x_label_formatter(&x_label)
+                .y_desc("accuracy")
+                .label_style((FONT_FAMILY, 13))
+                .draw()?;
+            for (class, [pretrained, random]) in bars.iter().enumerate() {
+                if let Some(value) = pretrained {
+                    chart.draw_series(std::iter::once(Rectangle::new(
+                        [(SegmentValue::Exact(class), 0.0), (SegmentValue::CenterOf(class), *value)],
+                        BLUE.filled(),
+                    )))?;
+                }
+                if let Some(value) = random {
+                    chart.draw_series(std::iter::once(Rectangle::new(
+                        [(SegmentValue::CenterOf(class), 0.0), (SegmentValue::Exact(class + 1), *value)],
+                        RGBColor(150, 150, 150).filled(),
+                    )))?;
+                }
+            }
+            Ok(())
         };
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(count)
-            .x_label_formatter(&x_label)
-            .y_desc("accuracy")
-            .label_style((FONT_FAMILY, 13))
-            .draw()?;
-        for (class, [pretrained, random]) in bars.iter().enumerate() {
-            if let Some(value) = pretrained {
-                chart.draw_series(std::iter::once(Rectangle::new(
-                    [(SegmentValue::Exact(class), 0.0), (SegmentValue::CenterOf(class), *value)],
-                    BLUE.filled(),
-                )))?;
-            }
-            if let Some(value) = random {
-                chart.draw_series(std::iter::once(Rectangle::new(
-                    [(SegmentValue::CenterOf(class), 0.0), (SegmentValue::Exact(class + 1), *value)],
-                    RGBColor(150, 150, 150).filled(),
-                )))?;
-            }
-        }
-        root.present()?;
-        Ok(())
-    };
-    draw().map_err(|error| ProbeError::bad(path, error.to_string()))?;
+        draw().map_err(|error| error.to_string())
+    })?;
     Ok(true)
 }
 
-/// The method comparison: accuracy on the first task, one group of bars per protocol
-/// (linear, kNN, fine-tune) and one bar per method, each labelled with its value.
-pub fn comparison_bars(rows: &[crate::compare::CompareRow], path: &Path) -> Result<()> {
+/// One bar of the method comparison.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bar<'a> {
+    pub method: &'a str,
+    /// `linear`, `knn` or `finetune`.
+    pub protocol: &'a str,
+    pub accuracy: f64,
+}
+
+/// The method comparison on `task`: one group of bars per protocol (linear, kNN,
+/// fine-tune) and one bar per method, in the order the bars come, each labelled with its
+/// value.
+pub fn comparison_bars(task: &str, bars: &[Bar<'_>], path: &Path) -> Result<()> {
     ensure_font()?;
-    let Some(task) = rows.iter().map(|row| row.task.clone()).min() else {
+    if bars.is_empty() {
         return Err(ProbeError::bad(path, "nothing to plot: the comparison has no rows"));
-    };
-    let protocols = ["linear", "knn", "finetune"];
-    let methods: [(&str, RGBColor); 3] =
-        [("ijepa", RGBColor(40, 90, 200)), ("mae", RGBColor(220, 120, 30)), ("random", RGBColor(150, 150, 150))];
-    let root = BitMapBackend::new(path, (1000, 620)).into_drawing_area();
-    let draw = || -> std::result::Result<(), Box<dyn std::error::Error + '_>> {
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(format!("{task}: test accuracy by evaluation protocol"), (FONT_FAMILY, 22))
-            .margin(15)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..protocols.len() as f64, -0.08..1.0)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .disable_x_axis()
-            .y_desc("accuracy")
-            .label_style((FONT_FAMILY, 14))
-            .draw()?;
-        let width = 0.26;
-        for (index, protocol) in protocols.iter().enumerate() {
-            chart.draw_series(std::iter::once(Text::new(
-                protocol.to_string(),
-                (index as f64 + 0.45, -0.03),
-                (FONT_FAMILY, 18).into_font(),
-            )))?;
+    }
+    let protocols = [LINEAR, KNN, FINETUNE];
+    // Each method its own colour; the random-init baseline in grey.
+    let mut methods: Vec<&str> = Vec::new();
+    for bar in bars {
+        if !methods.contains(&bar.method) {
+            methods.push(bar.method);
         }
-        for (slot, (method, colour)) in methods.iter().enumerate() {
-            let values: Vec<(usize, f64)> = rows
-                .iter()
-                .filter(|row| row.task == task && row.method == *method)
-                .filter_map(|row| protocols.iter().position(|p| *p == row.protocol).map(|index| (index, row.accuracy)))
-                .collect();
-            let left = |index: usize| index as f64 + 0.1 + slot as f64 * width;
+    }
+    let palette = [RGBColor(40, 90, 200), RGBColor(220, 120, 30), RGBColor(40, 160, 90), RGBColor(170, 60, 170)];
+    let random = jepa_trainer::EncoderKind::Random.as_str();
+    let colours: Vec<RGBColor> = methods
+        .iter()
+        .enumerate()
+        .map(|(slot, method)| if *method == random { RGBColor(150, 150, 150) } else { palette[slot % palette.len()] })
+        .collect();
+    png(path, (1000, 620), |root| {
+        let draw = || -> std::result::Result<(), Box<dyn std::error::Error + '_>> {
+            root.fill(&WHITE)?;
+            let mut chart = ChartBuilder::on(root)
+                .caption(format!("{task}: test accuracy by evaluation protocol"), (FONT_FAMILY, 22))
+                .margin(15)
+                .y_label_area_size(60)
+                .build_cartesian_2d(0.0..protocols.len() as f64, -0.08..1.0)?;
             chart
-                .draw_series(values.iter().map(|&(index, accuracy)| {
-                    Rectangle::new([(left(index), 0.0), (left(index) + width * 0.9, accuracy)], colour.filled())
-                }))?
-                .label(*method)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], colour.filled()));
-            chart.draw_series(values.iter().map(|&(index, accuracy)| {
-                Text::new(
-                    format!("{:.1}", 100.0 * accuracy),
-                    (left(index), accuracy + 0.04),
-                    (FONT_FAMILY, 14).into_font(),
-                )
-            }))?;
+                .configure_mesh()
+                .disable_x_mesh()
+                .disable_x_axis()
+                .y_desc("accuracy")
+                .label_style((FONT_FAMILY, 14))
+                .draw()?;
+            // The bars of one protocol share 0.8 of its slot.
+            let width = 0.8 / methods.len().max(1) as f64;
+            for (index, protocol) in protocols.iter().enumerate() {
+                chart.draw_series(std::iter::once(Text::new(
+                    protocol.to_string(),
+                    (index as f64 + 0.45, -0.03),
+                    (FONT_FAMILY, 18).into_font(),
+                )))?;
+            }
+            for (slot, (method, colour)) in methods.iter().zip(&colours).enumerate() {
+                let colour = *colour;
+                let values: Vec<(usize, f64)> = bars
+                    .iter()
+                    .filter(|bar| bar.method == *method)
+                    .filter_map(|bar| {
+                        protocols.iter().position(|p| *p == bar.protocol).map(|index| (index, bar.accuracy))
+                    })
+                    .collect();
+                let left = |index: usize| index as f64 + 0.1 + slot as f64 * width;
+                chart
+                    .draw_series(values.iter().map(|&(index, accuracy)| {
+                        Rectangle::new([(left(index), 0.0), (left(index) + width * 0.9, accuracy)], colour.filled())
+                    }))?
+                    .label(*method)
+                    .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], colour.filled()));
+                chart.draw_series(values.iter().map(|&(index, accuracy)| {
+                    Text::new(
+                        format!("{:.1}", 100.0 * accuracy),
+                        (left(index), accuracy + 0.04),
+                        (FONT_FAMILY, if methods.len() > 3 { 12 } else { 14 }).into_font(),
+                    )
+                }))?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.9))
+                .border_style(BLACK)
+                .label_font((FONT_FAMILY, 16))
+                .draw()?;
+            Ok(())
+        };
+        draw().map_err(|error| error.to_string())
+    })
+}
+
+/// One picture of a figure: `width × height` RGB pixels, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Picture {
+    pub width: usize,
+    pub height: usize,
+    pub pixels: Vec<[u8; 3]>,
+}
+
+/// Space between pictures, in pixels.
+const GAP_PX: usize = 6;
+
+/// Rows of pictures side by side on white, each drawn `scale` times larger (nearest
+/// neighbour), with a gap around each.
+pub fn picture_rows(rows: &[Vec<Picture>], scale: usize, path: &Path) -> Result<()> {
+    let cell = |size: usize| size * scale;
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let column_width = rows.iter().flatten().map(|picture| cell(picture.width)).max().unwrap_or(0);
+    let row_height = rows.iter().flatten().map(|picture| cell(picture.height)).max().unwrap_or(0);
+    if columns == 0 {
+        return Err(ProbeError::bad(path, "nothing to draw: no pictures"));
+    }
+    let width = columns * column_width + (columns + 1) * GAP_PX;
+    let height = rows.len() * row_height + (rows.len() + 1) * GAP_PX;
+    png(path, (width as u32, height as u32), |root| {
+        root.fill(&WHITE).map_err(|error| error.to_string())?;
+        for (row, pictures) in rows.iter().enumerate() {
+            let top = GAP_PX + row * (row_height + GAP_PX);
+            for (column, picture) in pictures.iter().enumerate() {
+                let left = GAP_PX + column * (column_width + GAP_PX);
+                for (index, rgb) in picture.pixels.iter().enumerate() {
+                    let (x, y) = (index % picture.width, index / picture.width);
+                    let colour = RGBColor(rgb[0], rgb[1], rgb[2]);
+                    for dy in 0..scale {
+                        for dx in 0..scale {
+                            let point = ((left + x * scale + dx) as i32, (top + y * scale + dy) as i32);
+                            root.draw_pixel(point, &colour).map_err(|error| error.to_string())?;
+                        }
+                    }
+                }
+            }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font((FONT_FAMILY, 16))
-            .draw()?;
-        root.present()?;
         Ok(())
-    };
-    draw().map_err(|error| ProbeError::bad(path, error.to_string()))
+    })
 }

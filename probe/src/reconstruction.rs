@@ -1,100 +1,139 @@
-//! MAE's figure: for a few test images, the original, what the encoder saw (the visible 25%
-//! of patches, the rest grey) and the reconstruction (visible patches as they were, masked
-//! ones predicted), one image per row. The masks are drawn with the run's own sampler; a
-//! `norm_pix` model predicts normalised patches, which are mapped back with each true
-//! patch's mean and std, as the MAE paper's figures do.
+//! The figure of a method that predicts pixels (MAE, I-JEPA with pixel targets): for a few
+//! test images, the original, what the encoder saw (its context; every other patch grey) and
+//! the reconstruction (the context as it was, every target patch as the method predicted
+//! it, anything else grey), one image per row. The masks are drawn by the run's own sampler
+//! with its seed; a method whose targets are normalised per patch has its predictions mapped
+//! back with each true patch's mean and std, as MAE's figures do.
 
 use std::path::Path;
 
-use burn::module::Module;
-use burn::record::{BinFileRecorder, FullPrecisionSettings};
-use burn::tensor::backend::Backend;
-use jepa_shared::vit::normalize_pixels;
-use jepa_shared::{Dataset, MaskSampler, RandomMasks};
-use jepa_trainer::config::Method;
-use jepa_trainer::mae::Mae;
-use plotters::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Tensor, TensorData};
+use jepa_shared::{Dataset, LabelledImages};
+use jepa_trainer::batch::DeviceBatch;
+use jepa_trainer::checkpoint;
+use jepa_trainer::method::{Method, MethodVisitor};
+use jepa_trainer::pixels::{patchify, unpatchify};
+use jepa_trainer::{CheckpointFolder, Run};
 
 use crate::error::{ProbeError, Result};
-use crate::features::LabelledImages;
+use crate::features::ImageInput;
+use crate::plots::{self, Picture};
 use crate::protocol::TEST_SPLIT;
-use crate::run::RunFolder;
 
 /// Each image is drawn this many times larger (nearest neighbour).
 const SCALE: usize = 4;
-const GAP_PX: usize = 6;
 const MASKED_GREY: u8 = 128;
 
-/// Draws `count` test images of an MAE `run` at `checkpoint` into `out` (PNG).
-pub fn draw<B: Backend>(
-    run: &RunFolder,
-    checkpoint: &Path,
+/// Rows of (original, context, reconstruction) for the first `count` test images of `run`
+/// at `checkpoint` (the latest when `None`).
+pub fn reconstruct<B: AutodiffBackend>(
+    run: &Run,
+    checkpoint: Option<&str>,
+    count: usize,
+    device: &B::Device,
+) -> Result<Vec<Vec<Picture>>> {
+    let checkpoint = run.checkpoint(checkpoint)?;
+    let input = ImageInput::of_run(run)?;
+    let dataset = Dataset::open(run.recipe.dataset())?;
+    let images = LabelledImages::read_first(&dataset, TEST_SPLIT, input.image_size_px, input.channels, count.max(1))?;
+    let visitor = Reconstruct::<B> { run, checkpoint: &checkpoint, input: &input, images: &images, device };
+    run.recipe.method().visit(visitor)
+}
+
+/// Draws [`reconstruct`]'s rows into `out` (PNG).
+pub fn draw<B: AutodiffBackend>(
+    run: &Run,
+    checkpoint: Option<&str>,
     count: usize,
     out: &Path,
     device: &B::Device,
 ) -> Result<()> {
-    let config = &run.config;
-    if config.method != Method::Mae {
-        return Err(ProbeError::bad(&run.root.join("config.toml"), "is not an MAE run (`method = \"mae\"`)"));
-    }
-    let vit = config.vit()?;
-    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-    let file = checkpoint.join(jepa_trainer::checkpoint::MODEL);
-    let model = Mae::<B>::new(&vit, &config.mae.decoder, device)
-        .load_file(&file, &recorder, device)
-        .map_err(|error| ProbeError::bad(&file.with_extension("bin"), error.to_string()))?;
-    let (mean, std) = run.pixel_stats()?;
-    let dataset = Dataset::open(&config.dataset)?;
-    let mut images = LabelledImages::read(&dataset, TEST_SPLIT, vit.image_size_px, vit.channels, None)?;
-    let count = count.clamp(1, images.len().max(1));
-    images = images.select_rows(&(0..count).collect::<Vec<_>>());
-    let grid = vit.grid();
-    let sampler = RandomMasks::new(config.mae.mask_ratio, grid, grid)
-        .map_err(|error| ProbeError::bad(&run.root.join("config.toml"), error.to_string()))?;
-    let masks = sampler.sample_batch(config.seed, 0, 0, count);
-    let (size, channels) = (vit.image_size_px, vit.channels);
-    let input = normalize_pixels::<B>(&images.pixels, [count, channels, size, size], &mean, &std, device);
-    let reconstructed = model.reconstruct(input, &masks, config.mae.loss);
-    let reconstructed = reconstructed.into_data().convert::<f32>().into_vec::<f32>().expect("f32 pixels");
-    // Back to 0..255 with the dataset statistics the model's input was normalised with.
-    let pixel =
-        |value: f32, channel: usize| ((value * std[channel] + mean[channel]) * 255.0).round().clamp(0.0, 255.0) as u8;
+    plots::picture_rows(&reconstruct::<B>(run, checkpoint, count, device)?, SCALE, out)
+}
 
-    let cell = size * SCALE;
-    let (width, height) = (3 * cell + 4 * GAP_PX, count * cell + (count + 1) * GAP_PX);
-    let temp = out.with_extension("tmp.png");
-    let root = BitMapBackend::new(&temp, (width as u32, height as u32)).into_drawing_area();
-    let failed = |error: String| ProbeError::bad(out, error);
-    root.fill(&WHITE).map_err(|error| failed(error.to_string()))?;
-    let patch = vit.patch_size_px;
-    for row in 0..count {
-        let visible: std::collections::HashSet<u32> = masks.context[row].iter().copied().collect();
-        let top = GAP_PX + row * (cell + GAP_PX);
-        for y in 0..size {
-            for x in 0..size {
-                let shown = visible.contains(&(((y / patch) * grid + x / patch) as u32));
-                let rgb = |values: &dyn Fn(usize) -> u8| {
-                    if channels == 1 { [values(0); 3] } else { [values(0), values(1), values(2)] }
-                };
-                let original = rgb(&|c| images.image(row)[(c * size + y) * size + x]);
-                let masked = if shown { original } else { [MASKED_GREY; 3] };
-                let start = row * channels * size * size;
-                let rebuilt = rgb(&|c| pixel(reconstructed[start + (c * size + y) * size + x], c));
-                for (column, colour) in [original, masked, rebuilt].into_iter().enumerate() {
-                    let left = GAP_PX + column * (cell + GAP_PX);
-                    for dy in 0..SCALE {
-                        for dx in 0..SCALE {
-                            let (px, py) = (left + x * SCALE + dx, top + y * SCALE + dy);
-                            let colour = RGBColor(colour[0], colour[1], colour[2]);
-                            root.draw_pixel((px as i32, py as i32), &colour)
-                                .map_err(|error| failed(error.to_string()))?;
-                        }
-                    }
+struct Reconstruct<'a, B: AutodiffBackend> {
+    run: &'a Run,
+    checkpoint: &'a CheckpointFolder,
+    input: &'a ImageInput,
+    images: &'a LabelledImages,
+    device: &'a B::Device,
+}
+
+impl<B: AutodiffBackend> MethodVisitor<B> for Reconstruct<'_, B> {
+    type Output = Result<Vec<Vec<Picture>>>;
+
+    fn visit<M: Method<B>>(self, method: &M) -> Self::Output {
+        let (run, input, images, device) = (self.run, self.input, self.images, self.device);
+        let count = images.len();
+        let masks = method.masks().sample_batch(run.recipe.seed(), 0, 0, count);
+        let start = method.init(run.recipe.seed(), device);
+        let model = checkpoint::load_model(self.checkpoint, start, device).map_err(jepa_trainer::RunError::from)?;
+        let batch = DeviceBatch::with_masks(input.normalise::<B>(&images.pixels, count, device), &masks, device);
+        let Some(predicted) = method.predict_pixels(&model, &batch) else {
+            return Err(ProbeError::bad(
+                &run.folder.config(),
+                format!("trains `{}`, whose targets are features, not pixels: it has no reconstruction", method.name()),
+            ));
+        };
+        let patch = run.recipe.encoder().patch_size_px;
+        let truth = patchify(batch.images.clone(), patch);
+        let [_, patches, values] = truth.dims();
+        let truth = floats(truth);
+        let mut seen = vec![f32::NAN; truth.len()];
+        for (image, context) in masks.context.iter().enumerate() {
+            for &patch in context {
+                let start = (image * patches + patch as usize) * values;
+                seen[start..start + values].copy_from_slice(&truth[start..start + values]);
+            }
+        }
+        let mut rebuilt = seen.clone();
+        for (block, predicted) in predicted.into_iter().enumerate() {
+            let predicted = floats(predicted);
+            let mut predicted = predicted.chunks_exact(values);
+            for (image, targets) in masks.targets.iter().enumerate() {
+                for &patch in &targets[block] {
+                    let start = (image * patches + patch as usize) * values;
+                    rebuilt[start..start + values].copy_from_slice(predicted.next().expect("one prediction per patch"));
                 }
             }
         }
+        let size = input.image_size_px;
+        let image = |values_of: &[f32]| {
+            let tensor = Tensor::<B::InnerBackend, 3>::from_data(
+                TensorData::new(values_of.to_vec(), [count, patches, values]),
+                device,
+            );
+            floats(unpatchify(tensor, patch, input.channels, size))
+        };
+        let (original, seen, rebuilt) = (image(&truth), image(&seen), image(&rebuilt));
+        Ok((0..count)
+            .map(|row| [&original, &seen, &rebuilt].map(|pixels| picture(pixels, row, input)).into_iter().collect())
+            .collect())
     }
-    root.present().map_err(|error| failed(error.to_string()))?;
-    drop(root);
-    std::fs::rename(&temp, out).map_err(ProbeError::io(out))
+}
+
+fn floats<B: burn::tensor::backend::Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+    tensor.into_data().convert::<f32>().into_vec::<f32>().expect("f32 pixels")
+}
+
+/// Image `row` of normalised `[images, channels, size, size]` values as an RGB picture: back
+/// to 0..255 with the run's pixel statistics, grey where a value is NaN (not shown).
+fn picture(values: &[f32], row: usize, input: &ImageInput) -> Picture {
+    let (size, channels) = (input.image_size_px, input.channels);
+    let plane = size * size;
+    let image = &values[row * channels * plane..(row + 1) * channels * plane];
+    let level = |value: f32, channel: usize| {
+        if value.is_nan() {
+            return MASKED_GREY;
+        }
+        ((value * input.pixel_std[channel] + input.pixel_mean[channel]) * 255.0).round().clamp(0.0, 255.0) as u8
+    };
+    let pixels = (0..plane)
+        .map(|pixel| {
+            let value = |channel: usize| level(image[channel * plane + pixel], channel);
+            if channels == 1 { [value(0); 3] } else { [value(0), value(1), value(2)] }
+        })
+        .collect();
+    Picture { width: size, height: size, pixels }
 }

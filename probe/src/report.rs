@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
+use jepa_trainer::{EncoderKind, ReportFile, Run};
+
 use crate::error::{ProbeError, Result};
-use crate::evaluate::{manifest, write_parquet};
-use crate::features::write_atomically;
-use crate::plots;
+use crate::evaluate::{LINEAR, manifest, write_parquet};
+use crate::plots::{self, Plots};
 use crate::protocol::{TEST_SPLIT, TRAIN_SPLIT};
-use crate::run::{EncoderKind, RunFolder};
 use crate::scores;
 
 /// One headline number, as `summary.parquet` holds it.
@@ -48,9 +48,9 @@ fn collect(frame: LazyFrame, what: &str) -> Result<DataFrame> {
     frame.collect().map_err(ProbeError::polars(what.to_string()))
 }
 
-/// Every `probe/predictions/*.parquet` of the run, as one frame.
-pub fn all_predictions(run: &RunFolder) -> Result<LazyFrame> {
-    let folder = run.probe_dir().join("predictions");
+/// Every predictions file of the run, as one frame.
+pub fn all_predictions(run: &Run) -> Result<LazyFrame> {
+    let folder = run.folder.predictions_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
         .map_err(|_| ProbeError::bad(&folder, "missing: run `probe linear` or `probe knn` first"))?
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
@@ -119,8 +119,8 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
 }
 
 /// Writes the report's Parquet files, `report.md` and the plots.
-pub fn write_report(run: &RunFolder) -> Result<Report> {
-    let out = run.probe_dir();
+pub fn write_report(run: &Run) -> Result<Report> {
+    let out = |file: ReportFile| run.folder.report(file);
     let manifest = manifest(run)?;
     let predictions = all_predictions(run)?;
     let class_names = df!(
@@ -133,12 +133,12 @@ pub fn write_report(run: &RunFolder) -> Result<Report> {
         predictions.clone().sort(["encoder", "probe", "protocol", "fold", "id"], SortMultipleOptions::default()),
         "predictions",
     )?;
-    write_parquet(&out.join("predictions.parquet"), &mut all)?;
+    write_parquet(&out(ReportFile::Predictions), &mut all)?;
     let predictions = all.lazy();
     let mut summary = collect(scores::summary(predictions.clone()), "summary")?;
-    write_parquet(&out.join("summary.parquet"), &mut summary)?;
+    write_parquet(&out(ReportFile::Summary), &mut summary)?;
     let mut per_task = collect(scores::per_task(predictions.clone()), "per-task scores")?;
-    write_parquet(&out.join("per_task.parquet"), &mut per_task)?;
+    write_parquet(&out(ReportFile::PerTask), &mut per_task)?;
     let mut per_class = collect(
         scores::per_class(predictions.clone()).join(
             class_names.lazy(),
@@ -148,19 +148,31 @@ pub fn write_report(run: &RunFolder) -> Result<Report> {
         ),
         "per-class scores",
     )?;
-    write_parquet(&out.join("per_class.parquet"), &mut per_class)?;
+    write_parquet(&out(ReportFile::PerClass), &mut per_class)?;
     let mut confusion = collect(scores::confusion(predictions), "confusion matrix")?;
-    write_parquet(&out.join("confusion.parquet"), &mut confusion)?;
+    write_parquet(&out(ReportFile::Confusion), &mut confusion)?;
 
     let rows = summary_rows(&summary)?;
-    let plots = plots::draw_all(run, &per_class, &confusion, &manifest.class_names)?;
-    let markdown = markdown(run, &rows, &per_class, &plots)?;
-    let markdown_path = out.join("report.md");
-    write_atomically(&markdown_path, |mut file| {
-        use std::io::Write;
-        file.write_all(markdown.as_bytes()).map_err(ProbeError::io(&markdown_path))
-    })?;
+    let metrics = read_metrics(run)?;
+    let plots = Plots {
+        training_curves: out(ReportFile::TrainingCurves),
+        confusion: out(ReportFile::ConfusionMatrix),
+        per_class: out(ReportFile::PerClassAccuracy),
+    };
+    let drawn = plots::draw_all(&plots, metrics.as_ref(), &per_class, &confusion, &manifest.class_names)?;
+    let markdown = markdown(run, &rows, &per_class, metrics.as_ref(), &drawn)?;
+    let markdown_path = out(ReportFile::Markdown);
+    jepa_shared::atomic::write_bytes(&markdown_path, markdown.as_bytes())?;
     Ok(Report { summary: rows, markdown: markdown_path })
+}
+
+/// The run's `metrics.parquet`, when it has one.
+fn read_metrics(run: &Run) -> Result<Option<DataFrame>> {
+    let path = run.folder.metrics();
+    if !path.exists() {
+        return Ok(None);
+    }
+    collect(scan(&path)?, &path.display().to_string()).map(Some)
 }
 
 /// `rows × dim` of a features file, with a polars query (the dim comes from the schema:
@@ -177,16 +189,11 @@ fn feature_shape(path: &Path) -> Result<(u64, usize)> {
     Ok((rows.unwrap_or(0), dim))
 }
 
-/// Steps, loss and collapse check from the run's `metrics.parquet`.
-fn training_lines(run: &RunFolder) -> Result<Vec<String>> {
-    let path = run.root.join("metrics.parquet");
-    if !path.exists() {
-        return Ok(vec!["No `metrics.parquet` in the run folder.".into()]);
-    }
-    let mut frame = scan(&path)?;
-    let schema = frame.collect_schema().map_err(ProbeError::polars(path.display().to_string()))?;
-    // MAE keeps no target encoder: its table has no feature spread to report.
-    let has_std = schema.get("target_feature_std").is_some();
+/// Steps, loss and collapse check from the run's metrics table.
+fn training_lines(method: &str, metrics: Option<&DataFrame>) -> Result<Vec<String>> {
+    let Some(frame) = metrics else { return Ok(vec!["No `metrics.parquet` in the run folder.".into()]) };
+    // A method without a teacher has no feature spread to report.
+    let has_std = frame.column("target_feature_std").is_ok();
     let mut columns = vec![
         len().alias("steps"),
         col("loss").first().alias("first_loss"),
@@ -197,7 +204,7 @@ fn training_lines(run: &RunFolder) -> Result<Vec<String>> {
         columns.push(col("target_feature_std").min().alias("std_min"));
         columns.push(col("target_feature_std").max().alias("std_max"));
     }
-    let stats = collect(frame.select(columns), "training metrics")?;
+    let stats = collect(frame.clone().lazy().select(columns), "training metrics")?;
     let value = |name: &str| {
         stats
             .column(name)
@@ -215,8 +222,7 @@ fn training_lines(run: &RunFolder) -> Result<Vec<String>> {
         String::new()
     };
     Ok(vec![format!(
-        "{} {} optimizer steps; loss {:.3} at the first step, {:.3} over the last 50;{spread} median {:.0} images/s.",
-        run.config.method.as_str(),
+        "{method} {} optimizer steps; loss {:.3} at the first step, {:.3} over the last 50;{spread} median {:.0} images/s.",
         value("steps").unwrap_or(0.0),
         value("first_loss").unwrap_or(f64::NAN),
         value("last_loss").unwrap_or(f64::NAN),
@@ -224,9 +230,16 @@ fn training_lines(run: &RunFolder) -> Result<Vec<String>> {
     )])
 }
 
-fn markdown(run: &RunFolder, rows: &[SummaryRow], per_class: &DataFrame, plots: &[PathBuf]) -> Result<String> {
-    let config = &run.config;
-    let vit = config.vit()?;
+fn markdown(
+    run: &Run,
+    rows: &[SummaryRow],
+    per_class: &DataFrame,
+    metrics: Option<&DataFrame>,
+    plots: &[PathBuf],
+) -> Result<String> {
+    let config = run.recipe.config();
+    let vit = run.recipe.encoder();
+    let method = run.recipe.method_info();
     let mut text = String::new();
     let _ = writeln!(text, "# {}: frozen-encoder evaluation\n", config.name);
     let _ = writeln!(
@@ -244,10 +257,7 @@ fn markdown(run: &RunFolder, rows: &[SummaryRow], per_class: &DataFrame, plots: 
     );
     text.push_str("## Headline\n\n");
     text.push_str(&summary_table(rows));
-    let pretrained = match config.method {
-        jepa_trainer::config::Method::Ijepa => "the I-JEPA run's EMA target encoder",
-        jepa_trainer::config::Method::Mae => "the MAE run's encoder",
-    };
+    let pretrained = method.evaluated_description();
     let _ = write!(
         text,
         "\n`pretrained` is {pretrained}; `random` the same config from the run's seed, never \
@@ -260,7 +270,7 @@ fn markdown(run: &RunFolder, rows: &[SummaryRow], per_class: &DataFrame, plots: 
     text.push_str("## Features\n\n| encoder | split | rows | dim | from |\n|---|---|---:|---:|---|\n");
     for encoder in EncoderKind::ALL {
         for split in [TRAIN_SPLIT, TEST_SPLIT] {
-            let path = run.features_path(encoder, split);
+            let path = run.folder.features(encoder, split);
             if path.exists() {
                 let (rows, dim) = feature_shape(&path)?;
                 let source = crate::features::read_metadata(&path)?.get("checkpoint").cloned().unwrap_or("init".into());
@@ -271,7 +281,7 @@ fn markdown(run: &RunFolder, rows: &[SummaryRow], per_class: &DataFrame, plots: 
 
     text.push_str("\n## Linear-probe selection\n\n| encoder | protocol | fold | lr | weight decay | validation accuracy |\n|---|---|---:|---:|---:|---:|\n");
     for encoder in EncoderKind::ALL {
-        let path = crate::evaluate::selection_path(run, encoder);
+        let path = run.folder.selection(encoder, LINEAR);
         if !path.exists() {
             continue;
         }
@@ -314,7 +324,7 @@ fn markdown(run: &RunFolder, rows: &[SummaryRow], per_class: &DataFrame, plots: 
         per_class
             .clone()
             .lazy()
-            .filter(col("probe").eq(lit("linear")))
+            .filter(col("probe").eq(lit(LINEAR)))
             .group_by([col("protocol"), col("class"), col("class_name"), col("encoder")])
             .agg([col("recall").mean()])
             .sort(["protocol", "class", "encoder"], SortMultipleOptions::default()),
@@ -340,7 +350,7 @@ fn markdown(run: &RunFolder, rows: &[SummaryRow], per_class: &DataFrame, plots: 
     }
 
     text.push_str("\n## Training\n\n");
-    for line in training_lines(run)? {
+    for line in training_lines(method.name(), metrics)? {
         let _ = writeln!(text, "{line}\n");
     }
     for plot in plots {

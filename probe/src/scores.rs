@@ -7,8 +7,6 @@
 
 use polars::prelude::*;
 
-use crate::heldout::Predictions;
-
 /// Columns that identify one evaluation.
 pub const TASK_KEYS: [&str; 4] = ["encoder", "probe", "protocol", "fold"];
 /// Columns that identify one reported number (folds are averaged).
@@ -16,44 +14,6 @@ pub const SUMMARY_KEYS: [&str; 3] = ["encoder", "probe", "protocol"];
 
 fn keys<const N: usize>(names: [&str; N]) -> Vec<Expr> {
     names.iter().map(|name| col(*name)).collect()
-}
-
-/// Who made a set of predictions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskLabel {
-    pub encoder: String,
-    pub probe: String,
-    pub protocol: String,
-    pub fold: Option<u32>,
-}
-
-/// The predictions frame for one or more evaluations.
-pub fn predictions_frame(evaluations: &[(TaskLabel, Predictions)]) -> PolarsResult<DataFrame> {
-    let rows: usize = evaluations.iter().map(|(_, predictions)| predictions.ids.len()).sum();
-    let mut encoder = Vec::with_capacity(rows);
-    let mut probe = Vec::with_capacity(rows);
-    let mut protocol = Vec::with_capacity(rows);
-    let mut fold = Vec::with_capacity(rows);
-    let (mut ids, mut labels, mut predicted) = (Vec::new(), Vec::new(), Vec::new());
-    for (task, predictions) in evaluations {
-        let count = predictions.ids.len();
-        encoder.extend(std::iter::repeat_n(task.encoder.as_str(), count));
-        probe.extend(std::iter::repeat_n(task.probe.as_str(), count));
-        protocol.extend(std::iter::repeat_n(task.protocol.as_str(), count));
-        fold.extend(std::iter::repeat_n(task.fold.map(|fold| fold as i32), count));
-        ids.extend_from_slice(&predictions.ids);
-        labels.extend_from_slice(&predictions.labels);
-        predicted.extend_from_slice(&predictions.predicted);
-    }
-    df!(
-        "encoder" => encoder,
-        "probe" => probe,
-        "protocol" => protocol,
-        "fold" => fold,
-        "id" => ids,
-        "label" => labels,
-        "predicted" => predicted,
-    )
 }
 
 /// `(task keys, label, predicted, count)`, one row per non-empty cell.
@@ -147,6 +107,7 @@ pub fn summary(predictions: LazyFrame) -> LazyFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::heldout::{Predictions, TaskLabel, predictions_frame};
 
     fn frame(labels: &[i32], predicted: &[i32], fold: Option<u32>) -> (TaskLabel, Predictions) {
         let task = TaskLabel { encoder: "pretrained".into(), probe: "linear".into(), protocol: "toy".into(), fold };

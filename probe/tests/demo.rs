@@ -16,14 +16,14 @@ use std::path::Path;
 
 use common::{TEST_IMAGES, TRAIN_IMAGES, assert_png, column_f64, read, real_slice, scratch_root};
 use jepa_probe::compare::{CompareOptions, compare};
-use jepa_probe::features::FeatureTable;
+use jepa_probe::evaluate::EvaluateOptions;
+use jepa_probe::features::{FeatureOptions, FeatureTable};
 use jepa_probe::finetune::FinetuneSettings;
 use jepa_probe::linear::LinearSettings;
-use jepa_probe::pipeline::{EvaluateOptions, FeatureOptions, evaluate_all};
-use jepa_probe::{EncoderKind, RunFolder};
+use jepa_probe::pipeline::evaluate_all;
 use jepa_shared::Manifest;
-use jepa_trainer::config::RunConfig;
 use jepa_trainer::training::{TrainOptions, train};
+use jepa_trainer::{EncoderKind, Recipe, ReportFile, Run};
 
 type Backend = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
 
@@ -33,7 +33,7 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
     let slice = real_slice(&root);
 
     // The demo config, shortened: 40 steps of 64 images.
-    let config = RunConfig::load(
+    let config = Recipe::load(
         Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/demo-fashion.toml")),
         &[
             format!("dataset=\"{}\"", slice.display()),
@@ -47,7 +47,7 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
     let trained = train::<Backend>(config, &options, &Default::default()).unwrap();
     assert_eq!(trained.steps, 40);
 
-    let run = RunFolder::open(&trained.run_dir).unwrap();
+    let run = Run::open(&trained.run_dir).unwrap();
     let options = EvaluateOptions {
         features: FeatureOptions { progress: false, ..FeatureOptions::default() },
         linear: LinearSettings {
@@ -58,13 +58,13 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
         },
         ..EvaluateOptions::default()
     };
-    let report = evaluate_all::<burn::backend::NdArray<f32>>(&run, &options, &Default::default()).unwrap();
+    let report = evaluate_all::<Backend>(&run, &options, &Default::default()).unwrap();
 
     // Features: every image once, the encoder's width, ids and labels as the shards hold them.
     let manifest = Manifest::read(&slice).unwrap().unwrap();
     for encoder in EncoderKind::ALL {
         for (split, count) in [("train", TRAIN_IMAGES), ("test", TEST_IMAGES)] {
-            let table = FeatureTable::read(&run.features_path(encoder, split)).unwrap();
+            let table = FeatureTable::read(&run.folder.features(encoder, split)).unwrap();
             assert_eq!(table.len() as u64, count, "{encoder} {split}");
             assert_eq!(table.dim, 96, "micro ViT width");
             assert!(table.ids.iter().copied().eq(0..count), "{encoder} {split}: ids in order");
@@ -72,14 +72,13 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
             assert_eq!(manifest.split(split).unwrap().count, count);
         }
     }
-    let pretrained = FeatureTable::read(&run.features_path(EncoderKind::Pretrained, "test")).unwrap();
-    let random = FeatureTable::read(&run.features_path(EncoderKind::Random, "test")).unwrap();
+    let pretrained = FeatureTable::read(&run.folder.features(EncoderKind::Pretrained, "test")).unwrap();
+    let random = FeatureTable::read(&run.folder.features(EncoderKind::Random, "test")).unwrap();
     assert_eq!(pretrained.labels, random.labels);
     assert_ne!(pretrained.values, random.values, "40 steps of training changed the encoder");
 
     // The summary: 4 rows (2 encoders × 2 probes), fractions, all well above chance (10%).
-    let probe = run.probe_dir();
-    let summary = read(&probe.join("summary.parquet"));
+    let summary = read(&run.folder.report(ReportFile::Summary));
     assert_eq!(summary.height(), 4, "{summary}");
     for name in ["encoder", "probe", "protocol", "accuracy", "macro_f1"] {
         assert!(summary.column(name).is_ok(), "summary lacks `{name}`");
@@ -91,13 +90,14 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
     assert_eq!(report.summary.len(), 4);
 
     // Predictions: 1,000 per (encoder, probe); the confusion matrix sums to them; 10 classes each.
-    let predictions = read(&probe.join("predictions.parquet"));
+    let predictions = read(&run.folder.report(ReportFile::Predictions));
     assert_eq!(predictions.height() as u64, 4 * TEST_IMAGES);
-    let confusion = read(&probe.join("confusion.parquet"));
+    let confusion = read(&run.folder.report(ReportFile::Confusion));
     assert_eq!(column_f64(&confusion, "count").iter().sum::<f64>() as u64, 4 * TEST_IMAGES);
-    let per_class = read(&probe.join("per_class.parquet"));
+    let per_class = read(&run.folder.report(ReportFile::PerClass));
     assert_eq!(per_class.height(), 4 * 10, "{per_class}");
     assert!(per_class.column("class_name").unwrap().str().unwrap().iter().any(|name| name == Some("Ankle boot")));
+    let probe = run.folder.probe_dir();
     let selection = read(&probe.join("selection").join("pretrained.parquet"));
     assert_eq!(selection.height(), 2);
 
@@ -124,7 +124,7 @@ fn small_comparison_of_ijepa_mae_and_random_on_real_fashion_mnist() {
     let runs = root.join("runs");
     let mut folders = Vec::new();
     for method in ["ijepa", "mae"] {
-        let config = RunConfig::load(
+        let config = Recipe::load(
             Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/compare-fashion.toml")),
             &[
                 format!("dataset=\"{}\"", slice.display()),
@@ -138,7 +138,7 @@ fn small_comparison_of_ijepa_mae_and_random_on_real_fashion_mnist() {
         let options = TrainOptions { runs_root: runs.clone(), resume: false, progress: false, recorder: None };
         let trained = train::<Backend>(config, &options, &Default::default()).unwrap();
         assert_eq!(trained.steps, 30);
-        folders.push(RunFolder::open(&trained.run_dir).unwrap());
+        folders.push(Run::open(&trained.run_dir).unwrap());
     }
 
     let options = CompareOptions {
@@ -194,22 +194,20 @@ fn small_comparison_of_ijepa_mae_and_random_on_real_fashion_mnist() {
     // Fine-tuning evaluated every test image once, and chose from 2 lrs × 2 epochs on 100
     // validation images carved from its 1,000.
     let mae = &folders[1];
-    let predictions = read(&mae.probe_dir().join("predictions").join("pretrained-finetune.parquet"));
+    let predictions = read(&mae.folder.probe_dir().join("predictions").join("pretrained-finetune.parquet"));
     assert_eq!(predictions.height() as u64, TEST_IMAGES);
-    let selection = read(&mae.probe_dir().join("selection").join("pretrained-finetune.parquet"));
+    let selection = read(&mae.folder.probe_dir().join("selection").join("pretrained-finetune.parquet"));
     assert_eq!(selection.height(), 4, "{selection}");
     assert_eq!(column_f64(&selection, "validation_rows"), vec![100.0; 4]);
     let chosen = selection.column("chosen").unwrap().bool().unwrap().iter().filter(|c| *c == Some(true)).count();
     assert_eq!(chosen, 1);
     // Each run has its own report; the MAE one says which encoder it evaluated.
-    let report = std::fs::read_to_string(mae.probe_dir().join("report.md")).unwrap();
+    let report = std::fs::read_to_string(mae.folder.report(ReportFile::Markdown)).unwrap();
     assert!(report.contains("the MAE run's encoder") && report.contains("| fashion-mnist | finetune | pretrained |"));
-    assert_png(&mae.probe_dir().join("training_curves.png"));
+    assert_png(&mae.folder.report(ReportFile::TrainingCurves));
 
     let figure = root.join("mae-reconstruction.png");
-    let checkpoint = mae.checkpoint(None).unwrap();
-    jepa_probe::reconstruction::draw::<burn::backend::NdArray<f32>>(mae, &checkpoint, 4, &figure, &Default::default())
-        .unwrap();
+    jepa_probe::reconstruction::draw::<Backend>(mae, None, 4, &figure, &Default::default()).unwrap();
     let bytes = std::fs::read(&figure).unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     // 3 columns of 112 px and 4 rows of 112 px, with 6 px gaps.
@@ -217,14 +215,8 @@ fn small_comparison_of_ijepa_mae_and_random_on_real_fashion_mnist() {
     let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
     assert_eq!((width, height), (3 * 112 + 4 * 6, 4 * 112 + 5 * 6));
 
-    // An I-JEPA run cannot draw MAE's figure.
-    let error = jepa_probe::reconstruction::draw::<burn::backend::NdArray<f32>>(
-        &folders[0],
-        &folders[0].checkpoint(None).unwrap(),
-        4,
-        &figure,
-        &Default::default(),
-    )
-    .unwrap_err();
-    assert!(error.to_string().contains("is not an MAE run"), "{error}");
+    // An I-JEPA run predicts features: it has no reconstruction figure.
+    let error =
+        jepa_probe::reconstruction::draw::<Backend>(&folders[0], None, 4, &figure, &Default::default()).unwrap_err();
+    assert!(error.to_string().contains("whose targets are features, not pixels"), "{error}");
 }

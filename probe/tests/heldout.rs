@@ -8,10 +8,9 @@ use std::path::Path;
 use jepa_probe::evaluate::{Probe, run_probe};
 use jepa_probe::features::FeatureTable;
 use jepa_probe::linear::LinearSettings;
-use jepa_probe::{EncoderKind, RunFolder};
 use jepa_shared::rng::KeyedRng;
 use jepa_shared::{DatasetWriter, ImageRecord, ShardLayout, SourceInfo};
-use jepa_trainer::config::RunConfig;
+use jepa_trainer::{EncoderKind, Recipe, Run, RunFolder};
 
 /// A two-split dataset with a few images: the probe reads only its manifest here.
 fn write_manifest_dataset(root: &Path, kind: &str, folds: Option<Vec<Vec<u64>>>) {
@@ -34,13 +33,13 @@ fn write_manifest_dataset(root: &Path, kind: &str, folds: Option<Vec<Vec<u64>>>)
     writer.commit("toy", source, vec!["a".into(), "b".into(), "c".into()]).unwrap();
 }
 
-fn run_folder(folder: &Path, dataset: &Path) -> RunFolder {
-    let config = RunConfig::load(
+fn run_folder(folder: &Path, dataset: &Path) -> Run {
+    let recipe = Recipe::load(
         Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/demo-fashion.toml")),
         &[format!("dataset=\"{}\"", dataset.display())],
     )
     .unwrap();
-    RunFolder { root: folder.join("run"), config }
+    Run { folder: RunFolder::new(folder.join("run")), recipe }
 }
 
 /// Three noisy classes in 5-D.
@@ -64,7 +63,7 @@ fn linear_probe_choice_is_the_same_whatever_the_test_split_holds() {
     write_manifest_dataset(&dataset, "fixture", None);
     let run = run_folder(folder.path(), &dataset);
     let no_metadata = HashMap::new();
-    features(600, 1, 0.0).write(&run.features_path(EncoderKind::Pretrained, "train"), &no_metadata).unwrap();
+    features(600, 1, 0.0).write(&run.folder.features(EncoderKind::Pretrained, "train"), &no_metadata).unwrap();
     let settings = LinearSettings {
         learning_rates: vec![1e-3, 1e-2, 1e-1],
         weight_decays: vec![0.0, 1e-2],
@@ -77,7 +76,7 @@ fn linear_probe_choice_is_the_same_whatever_the_test_split_holds() {
     let mut outcomes = Vec::new();
     for (seed, shift) in [(2, 0.0), (3, 5.0)] {
         // Two unrelated test sets: other images, other labels, other feature scale.
-        features(300, seed, shift).write(&run.features_path(EncoderKind::Pretrained, "test"), &no_metadata).unwrap();
+        features(300, seed, shift).write(&run.folder.features(EncoderKind::Pretrained, "test"), &no_metadata).unwrap();
         outcomes.push(run_probe(&run, EncoderKind::Pretrained, &probe, &[]).unwrap());
     }
     let [first, second] = [&outcomes[0], &outcomes[1]];
@@ -103,8 +102,8 @@ fn stl10_folds_fit_each_fold_on_its_own_train_images_only() {
     write_manifest_dataset(&dataset, "stl10", Some(vec![ids_of(0), ids_of(1)]));
     let run = run_folder(folder.path(), &dataset);
     let no_metadata = HashMap::new();
-    train.write(&run.features_path(EncoderKind::Pretrained, "train"), &no_metadata).unwrap();
-    features(200, 6, 0.0).write(&run.features_path(EncoderKind::Pretrained, "test"), &no_metadata).unwrap();
+    train.write(&run.folder.features(EncoderKind::Pretrained, "train"), &no_metadata).unwrap();
+    features(200, 6, 0.0).write(&run.folder.features(EncoderKind::Pretrained, "test"), &no_metadata).unwrap();
 
     let knn = Probe::Knn(jepa_probe::knn::KnnSettings::default());
     let outcome = run_probe(&run, EncoderKind::Pretrained, &knn, &[]).unwrap();
@@ -119,7 +118,7 @@ fn stl10_folds_fit_each_fold_on_its_own_train_images_only() {
     // All of train sees every class.
     assert!(outcome.evaluations[0].1.predicted.contains(&2));
 
-    let frame = jepa_probe::scores::predictions_frame(&outcome.evaluations).unwrap();
+    let frame = jepa_probe::heldout::predictions_frame(&outcome.evaluations).unwrap();
     let summary = jepa_probe::scores::summary(polars::prelude::IntoLazy::lazy(frame)).collect().unwrap();
     let folds: Vec<i32> = summary.column("folds").unwrap().i32().unwrap().into_no_null_iter().collect();
     let protocols: Vec<&str> = summary.column("protocol").unwrap().str().unwrap().iter().map(Option::unwrap).collect();

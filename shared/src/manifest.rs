@@ -3,7 +3,6 @@
 //! manifest and is complete, or has none and does not exist.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -109,7 +108,7 @@ impl Manifest {
     pub fn write_atomically(&self, dataset_root: &Path) -> Result<()> {
         let path = Manifest::path(dataset_root);
         let json = serde_json::to_vec_pretty(self).expect("a manifest always serialises");
-        write_file_atomically(&path, &json)
+        crate::atomic::write_bytes(&path, &json)
     }
 
     pub fn split(&self, name: &str) -> Option<&SplitManifest> {
@@ -123,19 +122,4 @@ impl Manifest {
             std::fs::metadata(dataset_root.join(&file.path)).map(|meta| meta.len() == file.bytes).unwrap_or(false)
         })
     }
-}
-
-/// Writes `bytes` to `path.tmp`, fsyncs, renames onto `path`.
-pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let temp = crate::shard::temp_name(path);
-    let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result.map_err(ShardError::io(path))
 }

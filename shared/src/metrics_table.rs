@@ -183,7 +183,7 @@ impl MetricsTable {
         Some(self.rows.iter().map(|row| row[index]).collect())
     }
 
-    /// Writes `<path>.tmp`, then renames it over `path`.
+    /// Writes the table to `path`, whole or not at all.
     pub fn write_atomically(&self, path: &Path) -> Result<()> {
         let mut fields = vec![Field::new("step", DataType::UInt64, false)];
         fields.extend(self.columns.iter().map(|name| Field::new(name, DataType::Float64, false)));
@@ -193,13 +193,12 @@ impl MetricsTable {
             arrays.push(Arc::new(Float64Array::from(self.rows.iter().map(|row| row[index]).collect::<Vec<_>>())));
         }
         let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(ShardError::arrow(path))?;
-        let temp = crate::shard::temp_name(path);
-        let file = File::create(&temp).map_err(ShardError::io(&temp))?;
-        let mut writer = ArrowWriter::try_new(file, schema, None).map_err(ShardError::parquet(&temp))?;
-        writer.write(&batch).map_err(ShardError::parquet(&temp))?;
-        let file = writer.into_inner().map_err(ShardError::parquet(&temp))?;
-        file.sync_all().map_err(ShardError::io(&temp))?;
-        std::fs::rename(&temp, path).map_err(ShardError::io(path))
+        crate::atomic::write_file(path, |file| {
+            let mut writer = ArrowWriter::try_new(file, schema, None).map_err(ShardError::parquet(path))?;
+            writer.write(&batch).map_err(ShardError::parquet(path))?;
+            writer.close().map_err(ShardError::parquet(path))?;
+            Ok(())
+        })
     }
 
     pub fn read(path: &Path) -> Result<Self> {
@@ -281,6 +280,7 @@ mod tests {
         read.truncate_to(3);
         assert_eq!(read.steps, vec![0, 1, 2]);
         assert_eq!(read.column("loss").unwrap(), vec![1.0, 0.5, 1.0 / 3.0]);
-        assert!(!dir.path().join("metrics.parquet.tmp").exists());
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+        assert_eq!(files, ["metrics.parquet"], "no temporary file is left");
     }
 }

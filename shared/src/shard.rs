@@ -150,7 +150,7 @@ pub struct ShardFile {
     pub sha256: String,
 }
 
-/// Writes one Parquet shard under `<name>.tmp` and renames it into place on `finish`, so a
+/// Writes one Parquet shard under a temporary name and renames it into place on `finish`, so a
 /// crash never leaves a half file under a shard's name. Dropped unfinished, it deletes its
 /// temporary file.
 pub struct ShardFileWriter {
@@ -166,7 +166,7 @@ pub struct ShardFileWriter {
 
 impl ShardFileWriter {
     pub fn create(path: &Path, layout: ShardLayout) -> Result<Self> {
-        let temp_path = temp_name(path);
+        let temp_path = crate::atomic::temp_name(path);
         let file = File::create(&temp_path).map_err(ShardError::io(&temp_path))?;
         let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
         let writer = ArrowWriter::try_new(sink, shard_schema(), Some(writer_properties(layout)))
@@ -261,13 +261,6 @@ impl Drop for ShardFileWriter {
             let _ = std::fs::remove_file(&self.temp_path);
         }
     }
-}
-
-/// `part-00000.parquet` → `part-00000.parquet.tmp`.
-pub fn temp_name(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".tmp");
-    PathBuf::from(name)
 }
 
 fn writer_properties(layout: ShardLayout) -> WriterProperties {

@@ -17,57 +17,56 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 use jepa_shared::rng::KeyedRng;
-use jepa_shared::vit::VitConfig;
 use jepa_shared::{MaskConfig, MultiBlockMasks, RandomMasks};
-use jepa_trainer::mae::{MaeConfig, MaeLoss};
-use jepa_trainer::method::{IJepaMethod, MaeMethod, Method};
-use jepa_trainer::model::{DeviceBatch, LossKind};
+use jepa_trainer::batch::DeviceBatch;
+use jepa_trainer::ijepa::{IJepaMethod, IJepaSettings};
+use jepa_trainer::mae::{MaeMethod, MaeSettings};
+use jepa_trainer::method::{Method, MethodVisitor};
 use jepa_trainer::predictor::PredictorConfig;
+use jepa_trainer::registry::AnyMethod;
 use jepa_trainer::step::{StepOutcome, StepSettings, fresh, optimizer_step};
-
-enum Objective {
-    IJepa(IJepaMethod),
-    Mae(MaeMethod),
-}
+use jepa_trainer::vit::VitConfig;
 
 struct Case {
     label: &'static str,
-    method: Objective,
+    method: AnyMethod,
+    encoder: VitConfig,
     batch: usize,
 }
 
-fn ijepa(encoder: VitConfig, predictor: PredictorConfig, min_keep: usize) -> Objective {
+fn ijepa(encoder: &VitConfig, predictor: PredictorConfig, min_keep: usize) -> AnyMethod {
     let masks = MaskConfig { min_keep, ..MaskConfig::default() };
+    let settings = IJepaSettings { predictor, masks: masks.clone(), ..IJepaSettings::default() };
     let masks = MultiBlockMasks::new(masks, encoder.grid(), encoder.grid()).expect("masks fit");
-    Objective::IJepa(IJepaMethod { encoder, predictor, masks, loss: LossKind::SmoothL1 })
+    AnyMethod::IJepa(IJepaMethod { encoder: encoder.clone(), settings, masks })
 }
 
-fn mae(encoder: VitConfig, decoder: PredictorConfig) -> Objective {
+fn mae(encoder: &VitConfig, decoder: PredictorConfig) -> AnyMethod {
     let masks = RandomMasks::new(0.75, encoder.grid(), encoder.grid()).expect("masks fit");
-    Objective::Mae(MaeMethod {
-        encoder,
-        config: MaeConfig { mask_ratio: 0.75, decoder, loss: MaeLoss::NormPix },
-        masks,
-    })
+    let settings = MaeSettings { decoder, ..MaeSettings::default() };
+    AnyMethod::Mae(MaeMethod { encoder: encoder.clone(), settings, masks })
 }
 
 fn cases() -> Vec<Case> {
-    let micro = || VitConfig::preset("micro", 28, 4, 1).unwrap();
-    let tiny = || VitConfig::preset("tiny", 96, 8, 3).unwrap();
+    let micro = VitConfig::preset("micro", 28, 4, 1).unwrap();
+    let tiny = VitConfig::preset("tiny", 96, 8, 3).unwrap();
     vec![
         Case {
             label: "demo I-JEPA: micro ViT, 28 px / 4, batch 64",
-            method: ijepa(micro(), PredictorConfig { dim: 48, depth: 2, heads: 3 }, 4),
+            method: ijepa(&micro, PredictorConfig { dim: 48, depth: 2, heads: 3 }, 4),
+            encoder: micro.clone(),
             batch: 64,
         },
         Case {
             label: "demo MAE: micro ViT, 28 px / 4, batch 64",
-            method: mae(micro(), PredictorConfig { dim: 48, depth: 2, heads: 3 }),
+            method: mae(&micro, PredictorConfig { dim: 48, depth: 2, heads: 3 }),
+            encoder: micro,
             batch: 64,
         },
         Case {
             label: "I-JEPA ViT-Tiny, 96 px / 8, batch 16",
-            method: ijepa(tiny(), PredictorConfig { dim: 96, depth: 2, heads: 3 }, 10),
+            method: ijepa(&tiny, PredictorConfig { dim: 96, depth: 2, heads: 3 }, 10),
+            encoder: tiny,
             batch: 16,
         },
     ]
@@ -88,10 +87,7 @@ fn main() {
 }
 
 fn measure<B: AutodiffBackend>(backend: &str, case: &Case, steps: usize) {
-    let per_step = match &case.method {
-        Objective::IJepa(method) => seconds_per_step::<B, _>(method, &method.encoder, case.batch, steps),
-        Objective::Mae(method) => seconds_per_step::<B, _>(method, &method.encoder, case.batch, steps),
-    };
+    let per_step = case.method.visit(SecondsPerStep::<B> { case, steps, _backend: Default::default() });
     println!(
         "{backend:<8} {:<45} {per_step:>10.3} {:>10.1} {:>14.0}",
         case.label,
@@ -100,29 +96,35 @@ fn measure<B: AutodiffBackend>(backend: &str, case: &Case, steps: usize) {
     );
 }
 
-fn seconds_per_step<B: AutodiffBackend, M: Method<B>>(
-    method: &M,
-    encoder: &VitConfig,
-    batch: usize,
+/// Mean seconds of the timed optimizer steps of one case.
+struct SecondsPerStep<'a, B> {
+    case: &'a Case,
     steps: usize,
-) -> f64 {
-    reset_peak_memory();
-    let device = B::Device::default();
-    let mut parts = fresh::<B, M>(method.init(0, &device));
-    let settings = StepSettings { lr: 1e-4, weight_decay: 0.04, ema_momentum: 0.996, grad_clip: None };
-    let mut seconds = 0.0;
-    for step in 0..=steps {
-        let batch = random_batch::<B, M>(method, encoder, batch, step as u64, &device);
-        let started = Instant::now();
-        parts = match optimizer_step(method, parts, &[batch], &settings) {
-            StepOutcome::Applied(parts, _) => *parts,
-            StepOutcome::NonFinite(loss) => panic!("loss {loss}"),
-        };
-        if step > 0 {
-            seconds += started.elapsed().as_secs_f64();
+    _backend: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> MethodVisitor<B> for SecondsPerStep<'_, B> {
+    type Output = f64;
+
+    fn visit<M: Method<B>>(self, method: &M) -> f64 {
+        reset_peak_memory();
+        let device = B::Device::default();
+        let mut parts = fresh::<B, M>(method, method.init(0, &device));
+        let settings = StepSettings { lr: 1e-4, weight_decay: 0.04, ema_momentum: Some(0.996), grad_clip: None };
+        let mut seconds = 0.0;
+        for step in 0..=self.steps {
+            let batch = random_batch::<B, M>(method, &self.case.encoder, self.case.batch, step as u64, &device);
+            let started = Instant::now();
+            parts = match optimizer_step(method, parts, &[batch], &settings) {
+                StepOutcome::Applied(parts, _) => *parts,
+                StepOutcome::NonFinite(loss) => panic!("loss {loss}"),
+            };
+            if step > 0 {
+                seconds += started.elapsed().as_secs_f64();
+            }
         }
+        seconds / self.steps as f64
     }
-    seconds / steps as f64
 }
 
 fn random_batch<B: AutodiffBackend, M: Method<B>>(
@@ -132,11 +134,10 @@ fn random_batch<B: AutodiffBackend, M: Method<B>>(
     seed: u64,
     device: &B::Device,
 ) -> DeviceBatch<B> {
-    let masks = method.masks();
     let (channels, size) = (encoder.channels, encoder.image_size_px);
     let mut rng = KeyedRng::new(&[seed]);
     let pixels: Vec<f32> = (0..batch * channels * size * size).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
-    let masks = masks.sample_batch(seed, 0, seed * batch as u64, batch);
+    let masks = method.masks().sample_batch(seed, 0, seed * batch as u64, batch);
     let images = Tensor::<B, 4>::from_data(TensorData::new(pixels, [batch, channels, size, size]), device);
     DeviceBatch::with_masks(images, &masks, device)
 }

@@ -1,28 +1,25 @@
-//! Checkpoints: everything a run needs to continue exactly where it stopped.
-//!
-//! `runs/<name>/checkpoints/step-00000100/` holds the trained model (`model.bin`: I-JEPA's
-//! context encoder + predictor, MAE's encoder + decoder), the EMA target encoder of a method
-//! that keeps one (`target_encoder.bin`), Adam's moments (`optimizer.bin`) and `state.json`
-//! (step, loader position). It is written under a
-//! temporary name and renamed into place, so a checkpoint folder is complete or absent.
-//! Burn keeps parameter ids in the records, so reloaded optimizer state lines up with
-//! the reloaded parameters.
+//! Checkpoints: everything a run needs to continue exactly where it stopped, in a
+//! [`CheckpointFolder`]: the trained model, the EMA teacher of a method that keeps one,
+//! Adam's moments, and the step and loader position. A checkpoint folder is written under a
+//! temporary name and renamed into place, so it is complete or absent. Burn keeps parameter
+//! ids in the records, so reloaded optimizer state lines up with the reloaded parameters.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use burn::module::{AutodiffModule, Module};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
-use burn::tensor::backend::AutodiffBackend;
-use jepa_shared::vit::VisionTransformer;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use jepa_shared::{LoaderPosition, ShardError};
 use serde::{Deserialize, Serialize};
 
 use crate::optim::AdamW;
-use crate::prefetch::LoaderPosition;
+use crate::run_folder::{CheckpointFolder, CheckpointPart, RunFolder};
+use crate::vit::VisionTransformer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] ShardError),
 
     #[error("{path}: {problem}")]
     Record { path: PathBuf, problem: String },
@@ -42,113 +39,85 @@ pub struct TrainState {
 /// The parts of a run a checkpoint holds.
 pub struct Trainable<B: AutodiffBackend, M: AutodiffModule<B>> {
     pub model: M,
-    /// The EMA target encoder, for a method that keeps one.
+    /// The EMA teacher, for a method that keeps one.
     pub target_encoder: Option<VisionTransformer<B::InnerBackend>>,
     pub optimizer: AdamW<M, B>,
 }
-
-/// The file a checkpoint keeps the EMA target encoder in, without its extension.
-pub const TARGET_ENCODER: &str = "target_encoder";
-/// The file a checkpoint keeps the trained model in, without its extension.
-pub const MODEL: &str = "model";
 
 fn recorder() -> BinFileRecorder<FullPrecisionSettings> {
     BinFileRecorder::new()
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io { path: path.to_path_buf(), source }
+fn record_error(checkpoint: &CheckpointFolder) -> impl FnOnce(burn::record::RecorderError) -> CheckpointError + '_ {
+    move |error| CheckpointError::Record { path: checkpoint.path().to_path_buf(), problem: error.to_string() }
 }
 
-fn record_error(path: &Path) -> impl FnOnce(burn::record::RecorderError) -> CheckpointError + '_ {
-    move |error| CheckpointError::Record { path: path.to_path_buf(), problem: error.to_string() }
-}
-
-pub fn folder_name(step: u64) -> String {
-    format!("step-{step:08}")
-}
-
-/// Writes `folder/step-NNNNNNNN/` atomically and keeps only the newest `keep` checkpoints.
+/// Writes the checkpoint of `state.step` into `run` atomically and keeps only the newest
+/// `keep` checkpoints.
 pub fn save<B: AutodiffBackend, M: AutodiffModule<B>>(
-    folder: &Path,
+    run: &RunFolder,
     parts: &Trainable<B, M>,
     state: &TrainState,
     keep: usize,
-) -> Result<PathBuf> {
-    std::fs::create_dir_all(folder).map_err(io(folder))?;
-    let final_path = folder.join(folder_name(state.step));
-    let temp = folder.join(format!(".{}.tmp", folder_name(state.step)));
-    if temp.exists() {
-        std::fs::remove_dir_all(&temp).map_err(io(&temp))?;
-    }
-    std::fs::create_dir_all(&temp).map_err(io(&temp))?;
-    let recorder = recorder();
-    parts.model.clone().save_file(temp.join(MODEL), &recorder).map_err(record_error(&temp))?;
-    if let Some(target) = &parts.target_encoder {
-        target.clone().save_file(temp.join(TARGET_ENCODER), &recorder).map_err(record_error(&temp))?;
-    }
-    Recorder::<B>::record(&recorder, parts.optimizer.to_record(), temp.join("optimizer"))
-        .map_err(record_error(&temp))?;
-    let state_path = temp.join("state.json");
-    std::fs::write(&state_path, serde_json::to_vec_pretty(state).expect("state serialises"))
-        .map_err(io(&state_path))?;
-    for entry in std::fs::read_dir(&temp).map_err(io(&temp))? {
-        let path = entry.map_err(io(&temp))?.path();
-        std::fs::File::open(&path).and_then(|file| file.sync_all()).map_err(io(&path))?;
-    }
-    if final_path.exists() {
-        std::fs::remove_dir_all(&final_path).map_err(io(&final_path))?;
-    }
-    std::fs::rename(&temp, &final_path).map_err(io(&final_path))?;
-    let mut existing = list(folder)?;
-    while existing.len() > keep.max(1) {
-        let (_, oldest) = existing.remove(0);
-        std::fs::remove_dir_all(&oldest).map_err(io(&oldest))?;
-    }
-    Ok(final_path)
-}
-
-/// Complete checkpoints under `folder`, oldest first.
-pub fn list(folder: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    if !folder.exists() {
-        return Ok(Vec::new());
-    }
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(folder).map_err(io(folder))? {
-        let path = entry.map_err(io(folder))?.path();
-        let step = path.file_name().and_then(|name| name.to_str()).and_then(|name| name.strip_prefix("step-"));
-        if let Some(step) = step.and_then(|digits| digits.parse::<u64>().ok()) {
-            found.push((step, path));
+) -> Result<CheckpointFolder> {
+    let checkpoint = run.checkpoint_at(state.step);
+    jepa_shared::atomic::write_folder(checkpoint.path(), |temp| {
+        let temp = CheckpointFolder::new(temp);
+        let recorder = recorder();
+        parts.model.clone().save_file(temp.stem(CheckpointPart::Model), &recorder).map_err(record_error(&temp))?;
+        if let Some(teacher) = &parts.target_encoder {
+            teacher.clone().save_file(temp.stem(CheckpointPart::Teacher), &recorder).map_err(record_error(&temp))?;
         }
+        Recorder::<B>::record(&recorder, parts.optimizer.to_record(), temp.stem(CheckpointPart::Optimizer))
+            .map_err(record_error(&temp))?;
+        let state_json = serde_json::to_vec_pretty(state).expect("state serialises");
+        jepa_shared::atomic::write_bytes(&temp.state(), &state_json)?;
+        Ok::<(), CheckpointError>(())
+    })?;
+    let mut existing = run.list_checkpoints()?;
+    while existing.len() > keep.max(1) {
+        let oldest = existing.remove(0);
+        std::fs::remove_dir_all(oldest.path())
+            .map_err(|source| ShardError::Io { path: oldest.path().to_path_buf(), source })?;
     }
-    found.sort();
-    Ok(found)
-}
-
-pub fn latest(folder: &Path) -> Result<Option<PathBuf>> {
-    Ok(list(folder)?.pop().map(|(_, path)| path))
+    Ok(checkpoint)
 }
 
 /// Loads a checkpoint into freshly initialised parts of the same shapes.
 pub fn load<B: AutodiffBackend, M: AutodiffModule<B>>(
-    checkpoint: &Path,
+    checkpoint: &CheckpointFolder,
     fresh: Trainable<B, M>,
     device: &B::Device,
 ) -> Result<(Trainable<B, M>, TrainState)> {
     let recorder = recorder();
-    let model = fresh.model.load_file(checkpoint.join(MODEL), &recorder, device).map_err(record_error(checkpoint))?;
+    let model = fresh
+        .model
+        .load_file(checkpoint.stem(CheckpointPart::Model), &recorder, device)
+        .map_err(record_error(checkpoint))?;
     let target_encoder = match fresh.target_encoder {
-        Some(target) => Some(
-            target.load_file(checkpoint.join(TARGET_ENCODER), &recorder, device).map_err(record_error(checkpoint))?,
-        ),
+        Some(teacher) => Some(load_teacher(checkpoint, teacher, device)?),
         None => None,
     };
-    let record =
-        Recorder::<B>::load(&recorder, checkpoint.join("optimizer"), device).map_err(record_error(checkpoint))?;
+    let record = Recorder::<B>::load(&recorder, checkpoint.stem(CheckpointPart::Optimizer), device)
+        .map_err(record_error(checkpoint))?;
     let optimizer = fresh.optimizer.load_record(record);
-    let state_path = checkpoint.join("state.json");
-    let bytes = std::fs::read(&state_path).map_err(io(&state_path))?;
+    let state_path = checkpoint.state();
+    let bytes = std::fs::read(&state_path).map_err(|source| ShardError::Io { path: state_path.clone(), source })?;
     let state = serde_json::from_slice(&bytes)
         .map_err(|error| CheckpointError::Record { path: state_path.clone(), problem: error.to_string() })?;
     Ok((Trainable { model, target_encoder, optimizer }, state))
+}
+
+/// The trained model alone, into `fresh` (for evaluation: no optimizer state).
+pub fn load_model<B: Backend, M: Module<B>>(checkpoint: &CheckpointFolder, fresh: M, device: &B::Device) -> Result<M> {
+    fresh.load_file(checkpoint.stem(CheckpointPart::Model), &recorder(), device).map_err(record_error(checkpoint))
+}
+
+/// The EMA teacher alone, into `fresh`.
+pub fn load_teacher<B: Backend>(
+    checkpoint: &CheckpointFolder,
+    fresh: VisionTransformer<B>,
+    device: &B::Device,
+) -> Result<VisionTransformer<B>> {
+    fresh.load_file(checkpoint.stem(CheckpointPart::Teacher), &recorder(), device).map_err(record_error(checkpoint))
 }

@@ -1,16 +1,30 @@
-//! The run config: one TOML file holds every knob of a run, `--set key=value` overrides
-//! single fields, and the resolved config is written into the run folder.
+//! The run config file: one TOML file holds every knob of a run, `--set key=value`
+//! overrides single fields, and the resolved config is written into the run folder.
+//! [`crate::recipe`] checks it and turns it into a typed recipe.
+//!
+//! ```toml
+//! name = "demo-fashion"        # the run folder under the runs root
+//! seed = 0                     # every random draw of the run
+//! method = "ijepa"             # a registered method; its settings are its own section
+//! dataset = "datasets/fashion-mnist"
+//! [data]                       # pixel mean/std (measured on the split when left out)
+//! [loader]                     # how batches are made (split, batch size, crop, threads)
+//! [encoder]                    # the ViT: preset, sizes, and the image geometry
+//! [optim]                      # epochs, learning rate and weight decay schedules
+//! [checkpoint]                 # how often, how many kept
+//! [ijepa]                      # a method's section, e.g. I-JEPA's predictor and masks
+//! ```
+//!
+//! Configs written before the method sections existed are read with their fields moved to
+//! where they live now; [`RunConfig::load`] returns a note for each move.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use jepa_shared::MaskConfig;
-use jepa_shared::vit::{PRESETS, VitConfig};
+use jepa_shared::LoaderSettings;
 use serde::{Deserialize, Serialize};
 
-use crate::mae::MaeConfig;
-use crate::model::LossKind;
-use crate::predictor::PredictorConfig;
-use crate::prefetch::LoaderConfig;
+use crate::vit::{PRESETS, VitConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -27,52 +41,37 @@ pub enum ConfigError {
     Invalid { field: String, problem: String },
 }
 
-/// The self-supervised objective a run trains with.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Method {
-    /// Predict the target encoder's features of masked blocks (needs `[predictor]`).
-    #[default]
-    Ijepa,
-    /// Reconstruct the pixels of randomly masked patches (`[mae]`).
-    Mae,
-}
-
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Ijepa => "ijepa",
-            Method::Mae => "mae",
-        }
-    }
-}
-
+/// A run config as written, before its checks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
     /// Folder name under the runs root.
     pub name: String,
     pub seed: u64,
-    #[serde(default)]
-    pub method: Method,
+    #[serde(default = "default_method")]
+    pub method: String,
     /// Dataset root (holding `manifest.json`).
     pub dataset: PathBuf,
     #[serde(default)]
     pub data: DataConfig,
-    /// Shapes and threads of the batches; `seed` and `epochs` are set from the run.
     #[serde(default)]
-    pub loader: LoaderConfig,
-    #[serde(default)]
-    pub masks: MaskConfig,
+    pub loader: LoaderSettings,
     pub encoder: EncoderConfig,
-    /// I-JEPA's predictor; required when `method = "ijepa"`.
-    pub predictor: Option<PredictorConfig>,
-    /// MAE's masking, decoder and loss; read when `method = "mae"`.
-    #[serde(default)]
-    pub mae: MaeConfig,
     pub optim: OptimConfig,
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// Method sections by method name (`[ijepa]`, `[mae]`, …) as written: every section
+    /// that is not one of the fields above. Each method reads its own
+    /// ([`crate::registry::AnyMethod::from_config`]).
+    #[serde(skip)]
+    pub methods: BTreeMap<String, toml::Value>,
+}
+
+/// The fields of [`RunConfig`] as a TOML file holds them.
+const FIELDS: [&str; 9] = ["name", "seed", "method", "dataset", "data", "loader", "encoder", "optim", "checkpoint"];
+
+fn default_method() -> String {
+    "ijepa".into()
 }
 
 /// Per-channel pixel statistics in [0, 1] units, used by the model's first op. Left out,
@@ -84,14 +83,35 @@ pub struct DataConfig {
     pub pixel_std: Option<Vec<f32>>,
 }
 
-/// A named preset, with any of its sizes overridden.
+/// The ViT every method trains: a named preset with any of its sizes overridden, and the
+/// geometry of the images it sees (the loader makes them that size).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncoderConfig {
     pub preset: String,
+    /// Side of the square images the encoder sees.
+    #[serde(default = "default_image_size_px")]
+    pub image_size_px: usize,
+    #[serde(default = "default_patch_size_px")]
+    pub patch_size_px: usize,
+    /// 1 (grey) or 3 (RGB), whatever the dataset holds.
+    #[serde(default = "default_channels")]
+    pub channels: usize,
     pub dim: Option<usize>,
     pub depth: Option<usize>,
     pub heads: Option<usize>,
+}
+
+fn default_image_size_px() -> usize {
+    224
+}
+
+fn default_patch_size_px() -> usize {
+    16
+}
+
+fn default_channels() -> usize {
+    3
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,15 +124,11 @@ pub struct OptimConfig {
     pub lr_final: f64,
     #[serde(default = "default_weight_decay")]
     pub weight_decay: [f64; 2],
-    #[serde(default = "default_ema_momentum")]
-    pub ema_momentum: [f64; 2],
     /// Micro-batches per optimizer step.
     #[serde(default = "one")]
     pub accumulation: u64,
     /// Global gradient-norm limit; none by default, as in the paper.
     pub grad_clip: Option<f64>,
-    #[serde(default)]
-    pub loss: LossKind,
     /// Stop after this many optimizer steps even if the epochs are not done (schedules
     /// still span the full run).
     pub max_steps: Option<u64>,
@@ -120,10 +136,6 @@ pub struct OptimConfig {
 
 fn default_weight_decay() -> [f64; 2] {
     [0.04, 0.4]
-}
-
-fn default_ema_momentum() -> [f64; 2] {
-    [0.996, 1.0]
 }
 
 fn one() -> u64 {
@@ -147,111 +159,55 @@ impl Default for CheckpointConfig {
 
 impl RunConfig {
     /// Reads `path` and applies `overrides` (`key.path=value`, the value in TOML syntax or
-    /// a bare string).
-    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+    /// a bare string). Returns the config and a note for every field of an older layout
+    /// that was read in its new place.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<(Self, Vec<String>), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let mut table: toml::Table = toml::from_str(&text)
-            .map_err(|error| ConfigError::Parse { path: path.into(), message: error.to_string() })?;
+        let parse = |message: String| ConfigError::Parse { path: path.into(), message };
+        let mut table: toml::Table = toml::from_str(&text).map_err(|error| parse(error.to_string()))?;
         for assignment in overrides {
             apply_override(&mut table, assignment)?;
         }
-        let config: RunConfig = table
-            .try_into()
-            .map_err(|error: toml::de::Error| ConfigError::Parse { path: path.into(), message: error.to_string() })?;
-        config.check()?;
-        Ok(config)
+        let notes = migrate(&mut table).map_err(parse)?;
+        // Every other section is a method's; the registry says which names are methods.
+        let sections: Vec<String> = table
+            .iter()
+            .filter(|(key, value)| value.is_table() && !FIELDS.contains(&key.as_str()))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let methods = sections.into_iter().filter_map(|key| table.remove_entry(&key)).collect();
+        let mut config: RunConfig = table.try_into().map_err(|error: toml::de::Error| parse(error.to_string()))?;
+        config.methods = methods;
+        Ok((config, notes))
     }
 
+    /// The config as TOML, its method sections included.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("a run config serialises")
+        let mut table = toml::Table::try_from(self).expect("a run config serialises");
+        for (name, section) in &self.methods {
+            table.insert(name.clone(), section.clone());
+        }
+        toml::to_string_pretty(&table).expect("a run config serialises")
     }
 
-    /// The encoder shape: the preset, the overrides, and the loader's image geometry.
+    /// The encoder's shape: the preset, its overrides and the image geometry.
     pub fn vit(&self) -> Result<VitConfig, ConfigError> {
-        let invalid = |field: &str, problem: String| ConfigError::Invalid { field: field.into(), problem };
-        let loader = &self.loader;
-        let mut vit = VitConfig::preset(
-            &self.encoder.preset,
-            loader.image_size_px as usize,
-            loader.patch_size_px as usize,
-            loader.channels as usize,
-        )
-        .ok_or_else(|| {
-            let names: Vec<&str> = PRESETS.iter().map(|(name, ..)| *name).collect();
-            invalid("encoder.preset", format!("is `{}`, expected one of {}", self.encoder.preset, names.join(", ")))
-        })?;
-        vit.dim = self.encoder.dim.unwrap_or(vit.dim);
-        vit.depth = self.encoder.depth.unwrap_or(vit.depth);
-        vit.heads = self.encoder.heads.unwrap_or(vit.heads);
-        if let Some((field, problem)) = vit.problem() {
-            let field =
-                if matches!(field, "dim" | "heads") { format!("encoder.{field}") } else { format!("loader.{field}") };
-            return Err(invalid(&field, problem));
+        let invalid =
+            |field: &str, problem: String| ConfigError::Invalid { field: format!("encoder.{field}"), problem };
+        let encoder = &self.encoder;
+        let mut vit =
+            VitConfig::preset(&encoder.preset, encoder.image_size_px, encoder.patch_size_px, encoder.channels)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = PRESETS.iter().map(|(name, ..)| *name).collect();
+                    invalid("preset", format!("is `{}`, expected one of {}", encoder.preset, names.join(", ")))
+                })?;
+        vit.dim = encoder.dim.unwrap_or(vit.dim);
+        vit.depth = encoder.depth.unwrap_or(vit.depth);
+        vit.heads = encoder.heads.unwrap_or(vit.heads);
+        match vit.problem() {
+            Some((field, problem)) => Err(invalid(field, problem)),
+            None => Ok(vit),
         }
-        Ok(vit)
-    }
-
-    /// Everything that can be checked without the dataset.
-    pub fn check(&self) -> Result<(), ConfigError> {
-        let invalid = |field: &str, problem: String| Err(ConfigError::Invalid { field: field.into(), problem });
-        self.vit()?;
-        match self.method {
-            Method::Ijepa => match &self.predictor {
-                None => return invalid("predictor", "is missing: method `ijepa` needs a [predictor] section".into()),
-                Some(predictor) => {
-                    if let Some((field, problem)) = predictor.problem() {
-                        return invalid(field, problem);
-                    }
-                }
-            },
-            Method::Mae => {
-                if let Some((field, problem)) = self.mae.decoder.problem() {
-                    return invalid(&field.replacen("predictor", "mae.decoder", 1), problem);
-                }
-                let (rows, cols) = self.loader.grid();
-                if let Err(error) = jepa_shared::RandomMasks::new(self.mae.mask_ratio, rows, cols) {
-                    return invalid("mae.mask_ratio", error.problem);
-                }
-            }
-        }
-        let optim = &self.optim;
-        if optim.epochs == 0 {
-            return invalid("optim.epochs", "is 0, expected at least 1".into());
-        }
-        if optim.accumulation == 0 {
-            return invalid("optim.accumulation", "is 0, expected at least 1".into());
-        }
-        if !(optim.warmup_epochs >= 0.0 && optim.warmup_epochs <= optim.epochs as f64) {
-            return invalid(
-                "optim.warmup_epochs",
-                format!("is {}, expected 0..={}", optim.warmup_epochs, optim.epochs),
-            );
-        }
-        for (field, value) in
-            [("optim.lr_start", optim.lr_start), ("optim.lr_peak", optim.lr_peak), ("optim.lr_final", optim.lr_final)]
-        {
-            if !(value.is_finite() && value >= 0.0) {
-                return invalid(field, format!("is {value}, expected a finite value ≥ 0"));
-            }
-        }
-        if optim.grad_clip.is_some_and(|limit| limit.is_nan() || limit <= 0.0) {
-            return invalid("optim.grad_clip", "must be positive when set".into());
-        }
-        if self.checkpoint.every_steps == 0 {
-            return invalid("checkpoint.every_steps", "is 0, expected at least 1".into());
-        }
-        let channels = self.loader.channels as usize;
-        for (field, values) in [("data.pixel_mean", &self.data.pixel_mean), ("data.pixel_std", &self.data.pixel_std)] {
-            if let Some(values) = values
-                && values.len() != channels
-            {
-                return invalid(field, format!("has {} values, expected one per channel ({channels})", values.len()));
-            }
-        }
-        if self.data.pixel_std.as_ref().is_some_and(|std| std.iter().any(|value| value.is_nan() || *value <= 0.0)) {
-            return invalid("data.pixel_std", "must be positive".into());
-        }
-        Ok(())
     }
 }
 
@@ -279,73 +235,70 @@ fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), Confi
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Fields of the layout before method sections, and where each lives now (`None`: it
+/// never had an effect and is dropped).
+const MOVED: [(&str, Option<&str>); 9] = [
+    ("predictor", Some("ijepa.predictor")),
+    ("masks", Some("ijepa.masks")),
+    ("optim.loss", Some("ijepa.loss")),
+    ("optim.ema_momentum", Some("ijepa.ema_momentum")),
+    ("loader.image_size_px", Some("encoder.image_size_px")),
+    ("loader.patch_size_px", Some("encoder.patch_size_px")),
+    ("loader.channels", Some("encoder.channels")),
+    // The loader always drew from the run's `seed` and ran for `optim.epochs`.
+    ("loader.seed", None),
+    ("loader.epochs", None),
+];
 
-    const MINIMAL: &str = r#"
-name = "t"
-seed = 1
-dataset = "datasets/x"
-[encoder]
-preset = "nano"
-[predictor]
-dim = 16
-depth = 1
-heads = 2
-[optim]
-epochs = 2
-warmup_epochs = 1
-lr_start = 1e-4
-lr_peak = 1e-3
-lr_final = 1e-6
-"#;
-
-    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("run.toml");
-        std::fs::write(&path, text).unwrap();
-        (dir, path)
+/// Moves the fields of the older layout to their places; a field set in both places is an
+/// error that says which to keep.
+fn migrate(table: &mut toml::Table) -> Result<Vec<String>, String> {
+    let mut notes = Vec::new();
+    for (old, new) in MOVED {
+        let Some(value) = take(table, old) else { continue };
+        match new {
+            None => notes
+                .push(format!("`{old}` had no effect (the loader uses the run's `seed` and `optim.epochs`): ignored")),
+            Some(new) => {
+                if get(table, new).is_some() {
+                    return Err(format!(
+                        "both `{old}` and `{new}` are set: `{old}` is the older name, keep `{new}` only"
+                    ));
+                }
+                put(table, new, value);
+                notes.push(format!("`{old}` is now `{new}`"));
+            }
+        }
     }
+    Ok(notes)
+}
 
-    #[test]
-    fn overrides_set_nested_fields_with_typed_values() {
-        let (_dir, path) = write(MINIMAL);
-        let overrides =
-            ["optim.lr_peak=5e-4", "loader.batch_size=32", "name=other", "encoder.dim=64", "loader.crop.enabled=false"];
-        let config = RunConfig::load(&path, &overrides.map(String::from)).unwrap();
-        assert_eq!(config.optim.lr_peak, 5e-4);
-        assert_eq!(config.loader.batch_size, 32);
-        assert_eq!(config.name, "other");
-        assert_eq!(config.vit().unwrap().dim, 64);
-        assert!(!config.loader.crop.enabled);
-        // The resolved config reads back to the same thing.
-        let (_dir, again) = write(&config.to_toml());
-        assert_eq!(RunConfig::load(&again, &[]).unwrap(), config);
+fn get<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
+    let (sections, last) = key.rsplit_once('.').map_or((None, key), |(sections, last)| (Some(sections), last));
+    let mut current = table;
+    for section in sections.into_iter().flat_map(|sections| sections.split('.')) {
+        current = current.get(section)?.as_table()?;
     }
+    current.get(last)
+}
 
-    #[test]
-    fn bad_fields_are_named() {
-        let (_dir, path) = write(MINIMAL);
-        let error = RunConfig::load(&path, &["encoder.preset=huge".into()]).unwrap_err().to_string();
-        assert!(error.contains("encoder.preset") && error.contains("nano, micro, tiny, small, base"), "{error}");
-        let error = RunConfig::load(&path, &["optim.accumulation=0".into()]).unwrap_err().to_string();
-        assert!(error.contains("optim.accumulation"), "{error}");
-        let error = RunConfig::load(&path, &["optim.typo=1".into()]).unwrap_err().to_string();
-        assert!(error.contains("run.toml") && error.contains("typo"), "{error}");
-        let error = RunConfig::load(&path, &["data.pixel_mean=[0.5]".into()]).unwrap_err().to_string();
-        assert!(error.contains("data.pixel_mean") && error.contains("one per channel"), "{error}");
-        let error =
-            RunConfig::load(&path, &["method=mae".into(), "mae.mask_ratio=0.999".into()]).unwrap_err().to_string();
-        assert!(error.contains("mae.mask_ratio") && error.contains("keeps 0 of 196"), "{error}");
-        let error =
-            RunConfig::load(&path, &["method=mae".into(), "mae.decoder={ dim = 16, depth = 1, heads = 3 }".into()])
-                .unwrap_err()
-                .to_string();
-        assert!(error.contains("mae.decoder.heads"), "{error}");
-        let error = RunConfig::load(&path, &["method=dino".into()]).unwrap_err().to_string();
-        assert!(error.contains("method") && error.contains("ijepa"), "{error}");
-        let error = RunConfig::load(&path, &["novalue".into()]).unwrap_err().to_string();
-        assert!(error.contains("key=value"), "{error}");
+fn take(table: &mut toml::Table, key: &str) -> Option<toml::Value> {
+    match key.split_once('.') {
+        None => table.remove(key),
+        Some((section, rest)) => take(table.get_mut(section)?.as_table_mut()?, rest),
+    }
+}
+
+fn put(table: &mut toml::Table, key: &str, value: toml::Value) {
+    match key.split_once('.') {
+        None => {
+            table.insert(key.to_string(), value);
+        }
+        Some((section, rest)) => {
+            let entry = table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let Some(inner) = entry.as_table_mut() {
+                put(inner, rest, value);
+            }
+        }
     }
 }

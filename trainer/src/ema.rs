@@ -49,8 +49,8 @@ impl<B: Backend> ModuleMapper<B> for Blend<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vit::VitConfig;
     use burn::backend::NdArray;
-    use jepa_shared::vit::VitConfig;
 
     type B = NdArray<f32>;
 

@@ -1,47 +1,56 @@
-//! `jepa-trainer`: from shards to a trained encoder, by I-JEPA or by MAE.
+//! `jepa-trainer`: from shards to a trained encoder, by any self-supervised method behind
+//! one seam.
 //!
-//! It owns the streaming prefetcher that turns shards into ready batches (crops, resizes,
-//! masks) on CPU threads, the two objectives (I-JEPA: predictor, EMA target encoder, loss
-//! in feature space; MAE: pixel decoder and loss), the optimizer and its schedules. It reads shards only through `jepa-shared`'s reader, takes
-//! the ViT from `jepa-shared`, and knows nothing of where shards came from (that is
-//! `jepa-ingest`) nor of evaluation (`jepa-probe`).
+//! It owns the models (the ViT, the predictor and the decoders built from it), the methods
+//! (I-JEPA, MAE, …: each one file behind [`method::Method`], listed in [`registry`]), the
+//! checked run recipe, the optimizer and its schedules, checkpoints, the run folder, and the
+//! training loop. Batches come from `jepa-shared`'s loader; it knows nothing of where shards
+//! came from (that is `jepa-ingest`) nor of evaluation (`jepa-probe`).
 //!
 //! Modules, in data-flow order:
-//! - [`config`]: the run config (TOML, `--set` overrides);
-//! - [`augment`]: RandomResizedCrop, resize and channel layout of one image;
-//! - `epoch_reader`: the epoch order read from the shards, cut into batch jobs;
-//! - [`prefetch`]: reader thread → worker threads → bounded async channel → [`Loader`];
-//! - [`predictor`]: the narrow ViT that predicts target features from context tokens;
-//! - [`model`]: context encoder + predictor, targets from the target encoder, the loss;
-//! - [`mae`]: encoder + pixel decoder, patchify, `norm_pix` and L1 losses;
-//! - [`method`]: what each method brings to the shared loop (model, masks, loss, EMA);
-//! - [`ema`]: the target encoder's moving average;
+//! - [`config`]: the run config file (TOML, `--set` overrides, older layouts read);
+//! - [`vit`]: the ViT encoder every method trains, and pixel normalisation;
+//! - [`predictor`]: the narrow ViT that predicts tokens at target positions (I-JEPA's
+//!   predictor, MAE's decoder);
+//! - [`pixels`]: pixel-space targets: patchify and per-patch normalisation;
+//! - [`batch`]: a loader batch on the device;
+//! - [`method`]: the seam: what a method brings, and seeded model init;
+//! - [`ijepa`]: I-JEPA: multi-block masks, predictor, EMA target encoder, loss in feature space;
+//! - [`mae`]: MAE: random masks, pixel decoder, `norm_pix` and L1 losses;
+//! - [`registry`]: the methods a run config can name;
+//! - [`recipe`]: a run config checked in one place, with its typed parts;
+//! - [`ema`]: the teacher's moving average;
 //! - [`schedule`]: lr, weight decay and EMA momentum as functions of the optimizer step;
 //! - [`optim`]: AdamW with a scheduled decay, and global-norm gradient clipping;
-//! - [`pixel_stats`]: the dataset's per-channel mean/std for normalisation;
 //! - [`step`]: one optimizer step of any method (accumulation, clipping, AdamW, EMA);
+//! - [`run_folder`]: the layout of `runs/<name>/`, every file name in one place;
 //! - [`checkpoint`]: atomic checkpoints with everything resume needs;
-//! - [`training`]: the loop, its metrics table and its run folder;
+//! - [`run`]: a trained run as evaluation opens it, and the encoders it evaluates;
+//! - [`training`]: the loop and its metrics table;
 //! - [`prometheus`]: the optional scrape endpoint for the same metrics;
-//! - [`cuda`]: the driver check the `cuda` builds run before their first tensor.
+//! - [`device`]: the backend the binaries run on, and the CUDA driver check.
 
-pub mod augment;
+pub mod batch;
 pub mod checkpoint;
 pub mod config;
-pub mod cuda;
+pub mod device;
 pub mod ema;
-mod epoch_reader;
+pub mod ijepa;
 pub mod mae;
 pub mod method;
-pub mod model;
 pub mod optim;
-pub mod pixel_stats;
+pub mod pixels;
 pub mod predictor;
-pub mod prefetch;
 pub mod prometheus;
+pub mod recipe;
+pub mod registry;
+pub mod run;
+pub mod run_folder;
 pub mod schedule;
 pub mod step;
 pub mod training;
+pub mod vit;
 
-pub use augment::{CropBox, CropConfig, ImagePipeline};
-pub use prefetch::{Batch, Loader, LoaderConfig, LoaderError, LoaderPosition, LoaderStats};
+pub use recipe::Recipe;
+pub use run::{Run, RunError};
+pub use run_folder::{CheckpointFolder, EncoderKind, ReportFile, RunFolder};

@@ -1,26 +1,30 @@
 //! MAE (He et al. 2022), the pixel-space baseline, on the same encoder, shards and loader as
 //! I-JEPA: the encoder sees only the visible patches (a uniform random 25%), a light decoder
 //! ([`Predictor`] with pixels as its output) fills in the masked ones, and the loss compares
-//! pixels.
+//! pixels. There is no teacher; the probe evaluates the trained encoder.
 //!
 //! Two losses ([`MaeLoss`]):
 //! - `norm_pix` (the default, the paper's best): mean squared error on the **masked**
 //!   patches only, each target patch normalised by its own mean and (unbiased) variance;
 //! - `l1_all`: mean absolute error over **every** patch against the unnormalised pixels, a
 //!   weaker variant kept for comparison with runs that used it.
-//!
-//! Pixels here are the model's input, already normalised with the dataset's per-channel
-//! mean/std, as in the paper's code. A patch's values are ordered row, column, channel.
+
+use std::sync::Arc;
 
 use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
-use jepa_shared::BatchMasks;
-use jepa_shared::vit::{VisionTransformer, VitConfig, gather_tokens};
+use burn::tensor::{Int, Tensor};
+use jepa_shared::{MaskSampler, RandomMasks};
 use serde::{Deserialize, Serialize};
 
-use crate::model::DeviceBatch;
+use crate::batch::DeviceBatch;
+use crate::ijepa::check_predictor;
+use crate::method::{
+    BatchLoss, Evaluated, Method, MethodInfo, MethodSection, SectionError, read_section, seeded, write_section,
+};
+use crate::pixels::{norm_pix, patchify, undo_norm_pix};
 use crate::predictor::{Predictor, PredictorConfig};
+use crate::vit::{VisionTransformer, VitConfig, gather_tokens};
 
 /// The pixel loss of MAE.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,17 +49,17 @@ impl MaeLoss {
 /// The `[mae]` section of a run config; the defaults are the paper's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct MaeConfig {
+pub struct MaeSettings {
     /// Share of patches hidden from the encoder.
     pub mask_ratio: f64,
+    pub loss: MaeLoss,
     /// The decoder's width, depth and heads (the paper: 512, 8, 16).
     pub decoder: PredictorConfig,
-    pub loss: MaeLoss,
 }
 
-impl Default for MaeConfig {
+impl Default for MaeSettings {
     fn default() -> Self {
-        Self { mask_ratio: 0.75, decoder: PredictorConfig { dim: 512, depth: 8, heads: 16 }, loss: MaeLoss::NormPix }
+        Self { mask_ratio: 0.75, loss: MaeLoss::NormPix, decoder: PredictorConfig { dim: 512, depth: 8, heads: 16 } }
     }
 }
 
@@ -80,7 +84,7 @@ impl<B: Backend> Mae<B> {
     /// The model a run with `seed` starts from; its encoder is the one an I-JEPA run with
     /// the same seed and encoder starts from.
     pub fn seeded(encoder: &VitConfig, decoder: &PredictorConfig, seed: u64, device: &B::Device) -> Self {
-        crate::model::seeded(seed, device, || Self::new(encoder, decoder, device))
+        seeded(seed, device, || Self::new(encoder, decoder, device))
     }
 
     /// Predicted pixels: `[batch, masked, patch values]` at `masked_idx`, or with `all`,
@@ -99,34 +103,6 @@ impl<B: Backend> Mae<B> {
             self.decoder.forward(visible, visible_idx, &[masked_idx]).pop().expect("one target block")
         }
     }
-
-    /// The reconstruction the figure shows: every patch of `images`, the visible ones as
-    /// they are and the masked ones predicted, `[batch, channels, size, size]`. With
-    /// `norm_pix`, predictions are mapped back with each true patch's own mean and std.
-    pub fn reconstruct(&self, images: Tensor<B, 4>, masks: &BatchMasks, loss: MaeLoss) -> Tensor<B, 4> {
-        let device = images.device();
-        let [batch, channels, size, _] = images.dims();
-        let batch_masks = DeviceBatch::with_masks(images, masks, &device);
-        let masked_idx = batch_masks.target_idx[0].clone();
-        let truth = patchify(batch_masks.images.clone(), self.patch_size_px);
-        let mut predicted = self.predict(batch_masks.images, batch_masks.context_idx, masked_idx.clone(), false);
-        if loss == MaeLoss::NormPix {
-            let (variance, mean) = gather_tokens(truth.clone(), masked_idx).var_mean(2);
-            predicted = predicted * (variance + NORM_PIX_EPSILON).sqrt() + mean;
-        }
-        let [_, patches, values] = truth.dims();
-        let mut combined = truth.into_data().convert::<f32>().into_vec::<f32>().expect("f32 pixels");
-        let predicted = predicted.into_data().convert::<f32>().into_vec::<f32>().expect("f32 pixels");
-        let mut predicted = predicted.chunks_exact(values);
-        for (image, masked) in masks.targets.iter().enumerate() {
-            for &patch in &masked[0] {
-                let start = (image * patches + patch as usize) * values;
-                combined[start..start + values].copy_from_slice(predicted.next().expect("one prediction per patch"));
-            }
-        }
-        let combined = Tensor::from_data(TensorData::new(combined, [batch, patches, values]), &device);
-        unpatchify(combined, self.patch_size_px, channels, size)
-    }
 }
 
 impl<B: AutodiffBackend> Mae<B> {
@@ -139,37 +115,6 @@ impl<B: AutodiffBackend> Mae<B> {
         let targets = patchify(batch.images.clone().detach(), self.patch_size_px);
         pixel_loss(predicted, targets, batch.context_idx.clone(), masked_idx, kind)
     }
-}
-
-/// Added to the variance before the square root, as in the paper's code.
-pub const NORM_PIX_EPSILON: f64 = 1e-6;
-
-/// `[batch, channels, size, size]` → `[batch, patches, patch² · channels]`, patches in raster
-/// order and each patch's values ordered row, column, channel.
-pub fn patchify<B: Backend>(images: Tensor<B, 4>, patch: usize) -> Tensor<B, 3> {
-    let [batch, channels, size, _] = images.dims();
-    let grid = size / patch;
-    images.reshape([batch, channels, grid, patch, grid, patch]).permute([0, 2, 4, 3, 5, 1]).reshape([
-        batch,
-        grid * grid,
-        patch * patch * channels,
-    ])
-}
-
-/// The inverse of [`patchify`].
-pub fn unpatchify<B: Backend>(patches: Tensor<B, 3>, patch: usize, channels: usize, size: usize) -> Tensor<B, 4> {
-    let batch = patches.dims()[0];
-    let grid = size / patch;
-    patches
-        .reshape([batch, grid, grid, patch, patch, channels])
-        .permute([0, 5, 1, 3, 2, 4])
-        .reshape([batch, channels, size, size])
-}
-
-/// Each patch (last dimension) minus its mean, over √(unbiased variance + ε).
-pub fn norm_pix<B: Backend>(patches: Tensor<B, 3>) -> Tensor<B, 3> {
-    let (variance, mean) = patches.clone().var_mean(2);
-    (patches - mean) / (variance + NORM_PIX_EPSILON).sqrt()
 }
 
 /// The MAE loss from predictions and the true patches of the whole image (`[batch,
@@ -197,10 +142,99 @@ pub fn pixel_loss<B: Backend>(
     }
 }
 
+/// MAE as a [`Method`].
+#[derive(Debug, Clone)]
+pub struct MaeMethod {
+    pub encoder: VitConfig,
+    pub settings: MaeSettings,
+    pub masks: RandomMasks,
+}
+
+impl MethodSection for MaeMethod {
+    const NAME: &'static str = "mae";
+
+    fn from_section(section: Option<&toml::Value>, encoder: &VitConfig) -> Result<Self, SectionError> {
+        let settings: MaeSettings = read_section(section)?;
+        check_predictor(&settings.decoder, "decoder")?;
+        let grid = encoder.grid();
+        let masks = RandomMasks::new(settings.mask_ratio, grid, grid)
+            .map_err(|error| SectionError::new("mask_ratio", error.problem))?;
+        Ok(Self { encoder: encoder.clone(), settings, masks })
+    }
+}
+
+impl MethodInfo for MaeMethod {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn objective(&self) -> String {
+        format!("mae {}", self.settings.loss.as_str())
+    }
+
+    fn masks(&self) -> Arc<dyn MaskSampler> {
+        Arc::new(self.masks.clone())
+    }
+
+    fn teacher_momentum(&self) -> Option<[f64; 2]> {
+        None
+    }
+
+    fn metric_columns(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn evaluated(&self) -> Evaluated {
+        Evaluated::Trained
+    }
+
+    fn evaluated_description(&self) -> &'static str {
+        "the MAE run's encoder"
+    }
+
+    fn section(&self) -> toml::Value {
+        write_section(&self.settings)
+    }
+}
+
+impl<B: AutodiffBackend> Method<B> for MaeMethod {
+    type Model = Mae<B>;
+
+    fn init(&self, seed: u64, device: &B::Device) -> Mae<B> {
+        Mae::seeded(&self.encoder, &self.settings.decoder, seed, device)
+    }
+
+    fn encoder(model: &Mae<B>) -> &VisionTransformer<B> {
+        &model.encoder
+    }
+
+    fn loss(
+        &self,
+        model: &Mae<B>,
+        _teacher: Option<&VisionTransformer<B::InnerBackend>>,
+        batch: &DeviceBatch<B>,
+    ) -> BatchLoss<B> {
+        BatchLoss { loss: model.loss(batch, self.settings.loss), stats: Vec::new() }
+    }
+
+    fn predict_pixels(&self, model: &Mae<B>, batch: &DeviceBatch<B>) -> Option<Vec<Tensor<B, 3>>> {
+        let masked_idx = batch.target_idx[0].clone();
+        let predicted = model.predict(batch.images.clone(), batch.context_idx.clone(), masked_idx.clone(), false);
+        Some(vec![match self.settings.loss {
+            MaeLoss::NormPix => {
+                let truth = gather_tokens(patchify(batch.images.clone(), self.encoder.patch_size_px), masked_idx);
+                undo_norm_pix(predicted, truth)
+            }
+            MaeLoss::L1All => predicted,
+        }])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::backend::NdArray;
+    use burn::tensor::TensorData;
 
     type B = NdArray<f32>;
 
@@ -212,33 +246,10 @@ mod tests {
         Tensor::from_data(TensorData::new(values, shape), &Default::default())
     }
 
-    fn values<const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
-        tensor.into_data().to_vec::<f32>().unwrap()
-    }
-
     #[test]
-    fn patches_are_raster_order_with_row_column_channel_values() {
-        // One 2-channel 4×4 image: pixel (channel c, row r, col k) = 100c + 10r + k.
-        let pixels: Vec<f32> =
-            (0..2).flat_map(|c| (0..4).flat_map(move |r| (0..4).map(move |k| (100 * c + 10 * r + k) as f32))).collect();
-        let images = tensor(pixels, [1, 2, 4, 4]);
-        let patches = patchify(images.clone(), 2);
-        assert_eq!(patches.dims(), [1, 4, 8]);
-        // Patch 1 is the top-right 2×2: rows 0-1, columns 2-3, channels interleaved.
-        let patch = values(patches.clone()).chunks(8).nth(1).unwrap().to_vec();
-        assert_eq!(patch, [2.0, 102.0, 3.0, 103.0, 12.0, 112.0, 13.0, 113.0]);
-        assert_eq!(values(unpatchify(patches, 2, 2, 4)), values(images));
-    }
-
-    #[test]
-    fn norm_pix_matches_a_hand_computation() {
-        // One patch [1, 2, 3, 6]: mean 3, unbiased variance (4 + 1 + 0 + 9) / 3 = 14/3.
-        let normalised = values(norm_pix(tensor(vec![1.0, 2.0, 3.0, 6.0], [1, 1, 4])));
-        let scale = (14.0f64 / 3.0 + 1e-6).sqrt();
-        for (got, want) in normalised.iter().zip([-2.0, -1.0, 0.0, 3.0]) {
-            assert!((f64::from(*got) - want / scale).abs() < 1e-6, "{normalised:?}");
-        }
-        // The loss of a zero prediction on that patch is the mean of the squares: 14 / (4 · 14/3) = 0.75.
+    fn the_norm_pix_loss_matches_a_hand_computation() {
+        // The masked patch [1, 2, 3, 6]: mean 3, unbiased variance (4 + 1 + 0 + 9) / 3 = 14/3.
+        // A zero prediction's loss is the mean square of the normalised patch: 14 / (4 · 14/3) = 0.75.
         let loss: f32 = pixel_loss(
             tensor(vec![0.0; 4], [1, 1, 4]),
             tensor(vec![1.0, 2.0, 3.0, 6.0, 9.0, 9.0, 9.0, 0.0], [1, 2, 4]),

@@ -1,4 +1,4 @@
-//! `train`: pre-trains an I-JEPA encoder from a run config.
+//! `train`: pre-trains an encoder from a run config, with the method it names.
 //!
 //! ```text
 //! train --config configs/demo-fashion.toml [--set key=value]…
@@ -11,17 +11,12 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Parser;
 use jepa_shared::metrics_table::StepRecorder;
-use jepa_trainer::config::RunConfig;
+use jepa_trainer::Recipe;
+use jepa_trainer::device::Train;
 use jepa_trainer::training::{TrainOptions, train};
 
-#[cfg(feature = "cuda")]
-type Device = burn::backend::Cuda<f32>;
-#[cfg(not(feature = "cuda"))]
-type Device = burn::backend::NdArray<f32>;
-type Backend = burn::backend::Autodiff<Device>;
-
 #[derive(Parser)]
-#[command(about = "Pre-train an I-JEPA ViT on jepa-stream shards")]
+#[command(about = "Pre-train a ViT on jepa-stream shards, by I-JEPA or another registered method")]
 struct Cli {
     /// Run config (TOML). Not needed with --resume, which reads the run's own config.
     #[arg(long, required_unless_present = "resume")]
@@ -48,17 +43,20 @@ fn main() -> anyhow::Result<()> {
     let (config_path, runs_root) = match &cli.resume {
         Some(run) => {
             let parent = run.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(".".as_ref());
-            (run.join("config.toml"), parent.to_path_buf())
+            (jepa_trainer::RunFolder::new(run).config(), parent.to_path_buf())
         }
         None => (cli.config.clone().expect("clap requires --config without --resume"), cli.runs.clone()),
     };
-    let config = RunConfig::load(&config_path, &cli.overrides)?;
-    if let Some(run) = &cli.resume
-        && run.file_name().is_some_and(|folder| folder != config.name.as_str())
-    {
-        bail!("{}: the run folder is not named after its config's name `{}`", run.display(), config.name);
+    let recipe = Recipe::load(&config_path, &cli.overrides)?;
+    for note in recipe.notes() {
+        eprintln!("note: {}: {note}", config_path.display());
     }
-    check_device()?;
+    if let Some(run) = &cli.resume
+        && run.file_name().is_some_and(|folder| folder != recipe.name())
+    {
+        bail!("{}: the run folder is not named after its config's name `{}`", run.display(), recipe.name());
+    }
+    jepa_trainer::device::check("train").map_err(anyhow::Error::msg)?;
     let recorder = StepRecorder::default();
     if let Some(address) = cli.prometheus {
         let bound = jepa_trainer::prometheus::serve(address, recorder.clone())
@@ -67,25 +65,22 @@ fn main() -> anyhow::Result<()> {
     }
     let options =
         TrainOptions { runs_root, resume: cli.resume.is_some(), progress: !cli.quiet, recorder: Some(recorder) };
-    let report = train::<Backend>(config, &options, &Default::default())?;
-    println!(
-        "{}: {} steps, last loss {:.4}, {:.1} images/s; checkpoint {}",
-        report.run_dir.display(),
-        report.steps,
-        report.losses.last().copied().unwrap_or(f64::NAN),
-        report.images_per_second,
-        report.last_checkpoint.display()
-    );
-    Ok(())
-}
-
-/// burn-cuda loads the driver at the first tensor and panics without one: look first.
-#[cfg(feature = "cuda")]
-fn check_device() -> anyhow::Result<()> {
-    jepa_trainer::cuda::check_driver("train").map_err(anyhow::Error::msg)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn check_device() -> anyhow::Result<()> {
+    let report = train::<Train>(recipe, &options, &Default::default())?;
+    let last_loss = report.last_loss.map_or("none".into(), |loss| format!("{loss:.4}"));
+    match report.images_per_second {
+        Some(rate) => println!(
+            "{}: {} steps, last loss {last_loss}, {rate:.1} images/s; checkpoint {}",
+            report.run_dir.display(),
+            report.steps,
+            report.last_checkpoint.display()
+        ),
+        None => println!(
+            "{}: already trained to step {} (last loss {last_loss}); nothing to do. Raise optim.max_steps or \
+             optim.epochs with --set to train further; checkpoint {}",
+            report.run_dir.display(),
+            report.steps,
+            report.last_checkpoint.display()
+        ),
+    }
     Ok(())
 }

@@ -1,173 +1,191 @@
-//! What a self-supervised method brings to the one training loop: its model, its mask
-//! strategy for the loader, its loss, and whether it keeps an EMA target encoder. The loop,
-//! the optimizer step, checkpoints, metrics and the progress bar are shared
-//! ([`crate::training`], [`crate::step`], [`crate::checkpoint`]).
+//! The seam every self-supervised method plugs into. A method brings, behind [`MethodInfo`]
+//! and [`Method`]:
+//!
+//! - its config section (`[ijepa]`, `[mae]`, …), read and checked by [`MethodSection`];
+//! - its loader recipe: the mask strategy the loader draws on its threads, and how many
+//!   views (crops) of each image it wants;
+//! - its model, how a run draws it from its seed, and its loss on one batch;
+//! - its teacher update: an EMA copy of the trained encoder with a momentum schedule, or none;
+//! - its metric columns, which the loop writes beside its own;
+//! - which encoder the probe evaluates: the teacher or the trained encoder itself;
+//! - for a method that predicts pixels, those pixels, for its reconstruction figure.
+//!
+//! Everything else is shared and never asks which method it runs: the loop
+//! ([`crate::training`]), the optimizer step ([`crate::step`]), checkpoints, the run folder
+//! and the probe. [`crate::registry`] lists the methods a run config can name.
 
 use std::sync::Arc;
 
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use jepa_shared::vit::{VisionTransformer, VitConfig};
-use jepa_shared::{MaskSampler, MultiBlockMasks, RandomMasks};
+use jepa_shared::MaskSampler;
 
-use crate::config::{ConfigError, Method as MethodName, RunConfig};
-use crate::mae::{Mae, MaeConfig};
-use crate::model::{DeviceBatch, IJepa, LossKind, target_features};
-use crate::predictor::PredictorConfig;
+use crate::batch::DeviceBatch;
+use crate::vit::{VisionTransformer, VitConfig};
 
-/// One micro-batch's loss and the method's own statistics, by metric name.
-pub struct BatchLoss<B: AutodiffBackend> {
-    pub loss: Tensor<B, 1>,
-    pub stats: Vec<(&'static str, f64)>,
+/// How a method's statistic is combined over the micro-batches of one optimizer step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reduce {
+    Mean,
+    Sum,
 }
 
-pub trait Method<B: AutodiffBackend> {
+/// One of a method's own metrics, measured on one micro-batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stat {
+    /// A column the method lists in [`MethodInfo::metric_columns`].
+    pub name: &'static str,
+    pub value: f64,
+    pub reduce: Reduce,
+}
+
+/// One micro-batch's mean loss and the method's own statistics.
+pub struct BatchLoss<B: AutodiffBackend> {
+    pub loss: Tensor<B, 1>,
+    pub stats: Vec<Stat>,
+}
+
+/// Which encoder a method's probe results are about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evaluated {
+    /// The EMA teacher (I-JEPA's target encoder).
+    Teacher,
+    /// The encoder the optimizer trains.
+    Trained,
+}
+
+/// What a method is, whatever the backend.
+pub trait MethodInfo: std::fmt::Debug + Send + Sync {
+    /// The name a run config gives in `method = "…"`; also its section's name.
+    fn name(&self) -> &'static str;
+
+    /// The objective as reports name it, e.g. `ijepa smooth_l1`.
+    fn objective(&self) -> String;
+
+    /// The mask strategy the loader draws with, on its own threads.
+    fn masks(&self) -> Arc<dyn MaskSampler>;
+
+    /// Crops of each image the loader makes per batch (the masks are drawn once, for all).
+    fn views(&self) -> usize {
+        1
+    }
+
+    /// Momentum of the EMA teacher at the first and the last optimizer step (linear in
+    /// between); `None` for a method without a teacher.
+    fn teacher_momentum(&self) -> Option<[f64; 2]>;
+
+    /// Columns this method adds to `metrics.parquet`, filled from its [`Stat`]s.
+    fn metric_columns(&self) -> &'static [&'static str];
+
+    /// The encoder the probe evaluates.
+    fn evaluated(&self) -> Evaluated;
+
+    /// That encoder in words, for reports: "the I-JEPA run's EMA target encoder".
+    fn evaluated_description(&self) -> &'static str;
+
+    /// The method's config section as it ran, every default filled in.
+    fn section(&self) -> toml::Value;
+}
+
+/// A method on a backend: its model, how it starts and its loss.
+pub trait Method<B: AutodiffBackend>: MethodInfo {
     /// What the optimizer trains.
     type Model: AutodiffModule<B>;
 
-    /// Metric columns of this method, after the shared ones.
-    fn metrics(&self) -> &'static [&'static str];
-
-    /// The model a run with `seed` starts from.
+    /// The model a run with `seed` starts from (see [`seeded`]).
     fn init(&self, seed: u64, device: &B::Device) -> Self::Model;
 
-    /// The strategy the loader draws masks with, on its own threads.
-    fn masks(&self) -> Arc<dyn MaskSampler>;
+    /// The encoder the optimizer trains (I-JEPA's context encoder, MAE's encoder): the one an
+    /// EMA teacher follows, and the random-init baseline at step 0.
+    fn encoder(model: &Self::Model) -> &VisionTransformer<B>;
 
-    /// The encoder an EMA target encoder follows; `None` for a method without one.
-    fn ema_source(model: &Self::Model) -> Option<&VisionTransformer<B>>;
-
-    /// The mean loss of one micro-batch; `target` is the EMA target encoder, if any.
+    /// The mean loss of one micro-batch; `teacher` is the EMA teacher, for a method with one.
     fn loss(
         &self,
         model: &Self::Model,
-        target: Option<&VisionTransformer<B::InnerBackend>>,
+        teacher: Option<&VisionTransformer<B::InnerBackend>>,
         batch: &DeviceBatch<B>,
     ) -> BatchLoss<B>;
-}
 
-/// I-JEPA: multi-block masks, predictor, EMA target encoder, loss in feature space.
-#[derive(Debug, Clone)]
-pub struct IJepaMethod {
-    pub encoder: VitConfig,
-    pub predictor: PredictorConfig,
-    pub masks: MultiBlockMasks,
-    pub loss: LossKind,
-}
-
-impl IJepaMethod {
-    pub const METRICS: &'static [&'static str] = &["ema_momentum", "target_feature_std", "relaxed_masks"];
-
-    pub fn from_config(config: &RunConfig) -> Result<Self, ConfigError> {
-        let encoder = config.vit()?;
-        let grid = encoder.grid();
-        let masks = MultiBlockMasks::new(config.masks.clone(), grid, grid).map_err(|error| ConfigError::Invalid {
-            field: format!("masks.{}", error.field),
-            problem: error.problem,
-        })?;
-        let predictor = config.predictor.clone().ok_or_else(|| ConfigError::Invalid {
-            field: "predictor".into(),
-            problem: "is missing: method `ijepa` needs a [predictor] section".into(),
-        })?;
-        Ok(Self { encoder, predictor, masks, loss: config.optim.loss })
-    }
-}
-
-impl<B: AutodiffBackend> Method<B> for IJepaMethod {
-    type Model = IJepa<B>;
-
-    fn metrics(&self) -> &'static [&'static str] {
-        IJepaMethod::METRICS
-    }
-
-    fn init(&self, seed: u64, device: &B::Device) -> IJepa<B> {
-        IJepa::seeded(&self.encoder, &self.predictor, seed, device)
-    }
-
-    fn masks(&self) -> Arc<dyn MaskSampler> {
-        Arc::new(self.masks.clone())
-    }
-
-    fn ema_source(model: &IJepa<B>) -> Option<&VisionTransformer<B>> {
-        Some(&model.context_encoder)
-    }
-
-    fn loss(
-        &self,
-        model: &IJepa<B>,
-        target: Option<&VisionTransformer<B::InnerBackend>>,
-        batch: &DeviceBatch<B>,
-    ) -> BatchLoss<B> {
-        let target = target.expect("I-JEPA keeps a target encoder");
-        let inner_idx: Vec<_> = batch.target_idx.iter().map(|idx| idx.clone().inner()).collect();
-        let targets = target_features(target, batch.images.clone().inner(), &inner_idx);
-        let loss = model.loss(batch, &targets, self.loss);
-        BatchLoss { loss, stats: vec![("target_feature_std", targets.feature_std)] }
-    }
-}
-
-/// MAE: uniform random masks, pixel decoder, no target encoder.
-#[derive(Debug, Clone)]
-pub struct MaeMethod {
-    pub encoder: VitConfig,
-    pub config: MaeConfig,
-    pub masks: RandomMasks,
-}
-
-impl MaeMethod {
-    pub const METRICS: &'static [&'static str] = &[];
-
-    pub fn from_config(config: &RunConfig) -> Result<Self, ConfigError> {
-        let encoder = config.vit()?;
-        let grid = encoder.grid();
-        let masks = RandomMasks::new(config.mae.mask_ratio, grid, grid)
-            .map_err(|error| ConfigError::Invalid { field: "mae.mask_ratio".into(), problem: error.problem })?;
-        Ok(Self { encoder, config: config.mae.clone(), masks })
-    }
-}
-
-impl<B: AutodiffBackend> Method<B> for MaeMethod {
-    type Model = Mae<B>;
-
-    fn metrics(&self) -> &'static [&'static str] {
-        MaeMethod::METRICS
-    }
-
-    fn init(&self, seed: u64, device: &B::Device) -> Mae<B> {
-        Mae::seeded(&self.encoder, &self.config.decoder, seed, device)
-    }
-
-    fn masks(&self) -> Arc<dyn MaskSampler> {
-        Arc::new(self.masks.clone())
-    }
-
-    fn ema_source(_model: &Mae<B>) -> Option<&VisionTransformer<B>> {
+    /// For a method whose targets are pixels: its prediction of every target block of
+    /// `batch` from the context, one `[batch, t, patch values]` per block, as pixels of the
+    /// model's input (a per-patch normalisation of the targets undone with each true
+    /// patch's statistics, as MAE's figures do). `None` for a method whose targets are
+    /// features.
+    fn predict_pixels(&self, _model: &Self::Model, _batch: &DeviceBatch<B>) -> Option<Vec<Tensor<B, 3>>> {
         None
     }
+}
 
-    fn loss(
-        &self,
-        model: &Mae<B>,
-        _target: Option<&VisionTransformer<B::InnerBackend>>,
-        batch: &DeviceBatch<B>,
-    ) -> BatchLoss<B> {
-        BatchLoss { loss: model.loss(batch, self.config.loss), stats: Vec::new() }
+/// How a method is built from its config section.
+pub trait MethodSection: MethodInfo + Sized {
+    /// The name of the method and of its section.
+    const NAME: &'static str;
+
+    /// Reads the section (`None`: absent, every default) and checks it against `encoder`.
+    /// Errors name fields within the section; the caller prefixes the section's name.
+    fn from_section(section: Option<&toml::Value>, encoder: &VitConfig) -> Result<Self, SectionError>;
+}
+
+/// A problem in a method's section: the field within it, and what is wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SectionError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl SectionError {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self { field: field.into(), problem: problem.into() }
     }
 }
 
-/// The encoder a run starts from, before any training: the random-init baseline the probe
-/// compares with. I-JEPA and MAE runs with the same seed and encoder start from the same one.
-pub fn initial_encoder<B: Backend>(
-    config: &RunConfig,
-    device: &B::Device,
-) -> Result<VisionTransformer<B>, ConfigError> {
-    let encoder = config.vit()?;
-    Ok(match config.method {
-        MethodName::Ijepa => {
-            let method = IJepaMethod::from_config(config)?;
-            IJepa::<B>::seeded(&encoder, &method.predictor, config.seed, device).context_encoder
+/// Deserialises a method's section into its settings (defaults where it is absent).
+pub fn read_section<T: serde::de::DeserializeOwned + Default>(
+    section: Option<&toml::Value>,
+) -> Result<T, SectionError> {
+    match section {
+        None => Ok(T::default()),
+        Some(value) => {
+            value.clone().try_into().map_err(|error: toml::de::Error| SectionError::new("", error.message()))
         }
-        MethodName::Mae => Mae::<B>::seeded(&encoder, &config.mae.decoder, config.seed, device).encoder,
-    })
+    }
+}
+
+/// Serialises a method's settings as its resolved section.
+pub fn write_section<T: serde::Serialize>(settings: &T) -> toml::Value {
+    toml::Value::try_from(settings).expect("method settings serialise")
+}
+
+/// Code generic over every method's backend types, called with the method a run names
+/// ([`crate::registry::AnyMethod::visit`]).
+pub trait MethodVisitor<B: AutodiffBackend> {
+    type Output;
+    fn visit<M: Method<B>>(self, method: &M) -> Self::Output;
+}
+
+/// The model `build` returns with every parameter drawn from `seed`, identical whichever
+/// thread builds it: a run's starting point and the probe's random-init baseline. Models
+/// that build their encoder first get the same encoder from the same seed, so every method
+/// starts from one random encoder.
+pub fn seeded<B: Backend, M: Module<B>>(seed: u64, device: &B::Device, build: impl FnOnce() -> M) -> M {
+    // Burn's backends keep one process-wide RNG and initialise parameters lazily, at
+    // first use: seed and draw every parameter now, under a lock, so runs in other
+    // threads cannot interleave their draws with this one's.
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _lock = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    B::seed(device, seed);
+    let model = build();
+    model.visit(&mut Materialize);
+    model
+}
+
+/// Touches every parameter so its lazy initialiser runs now.
+struct Materialize;
+
+impl<B: Backend> burn::module::ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
 }

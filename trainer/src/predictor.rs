@@ -7,11 +7,11 @@
 //! blocks run over [context, mask tokens]; the mask tokens' outputs are projected back to
 //! the encoder's width. All target blocks run in one pass, stacked along the batch.
 
+use crate::vit::{Block, BlockConfig, VitConfig, gather_tokens, layer_norm, linear, sincos_pos_embed};
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use jepa_shared::vit::{Block, BlockConfig, VitConfig, gather_tokens, layer_norm, linear, sincos_pos_embed};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,13 +23,13 @@ pub struct PredictorConfig {
 }
 
 impl PredictorConfig {
-    /// `None` when usable, else the field and what is wrong.
+    /// `None` when usable, else the field (within the section) and what is wrong.
     pub fn problem(&self) -> Option<(&'static str, String)> {
         if self.dim == 0 || !self.dim.is_multiple_of(4) {
-            return Some(("predictor.dim", format!("is {}, expected a positive multiple of 4", self.dim)));
+            return Some(("dim", format!("is {}, expected a positive multiple of 4", self.dim)));
         }
         if self.heads == 0 || !self.dim.is_multiple_of(self.heads) {
-            return Some(("predictor.heads", format!("is {}, expected a divisor of dim {}", self.heads, self.dim)));
+            return Some(("heads", format!("is {}, expected a divisor of dim {}", self.heads, self.dim)));
         }
         None
     }

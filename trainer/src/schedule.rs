@@ -23,8 +23,8 @@ pub struct Schedule {
     pub total_steps: u64,
     /// Weight decay at step 0 and at the last step.
     pub weight_decay: [f64; 2],
-    /// EMA momentum at step 0 and at the last step.
-    pub ema_momentum: [f64; 2],
+    /// EMA momentum at step 0 and at the last step, for a method with an EMA teacher.
+    pub ema_momentum: Option<[f64; 2]>,
 }
 
 impl Schedule {
@@ -44,10 +44,11 @@ impl Schedule {
         last + (first - last) * 0.5 * (1.0 + (PI * progress).cos())
     }
 
-    /// Linear from `ema_momentum[0]` to `ema_momentum[1]` over the whole run.
-    pub fn ema_momentum_at(&self, step: u64) -> f64 {
-        let [first, last] = self.ema_momentum;
-        first + (last - first) * self.progress(step, self.total_steps)
+    /// Linear from `ema_momentum[0]` to `ema_momentum[1]` over the whole run; `None`
+    /// without a teacher.
+    pub fn ema_momentum_at(&self, step: u64) -> Option<f64> {
+        let [first, last] = self.ema_momentum?;
+        Some(first + (last - first) * self.progress(step, self.total_steps))
     }
 
     /// `step / span`, held at 1 past the end.
@@ -68,7 +69,7 @@ mod tests {
             warmup_steps: 100,
             total_steps: 1_100,
             weight_decay: [0.04, 0.4],
-            ema_momentum: [0.996, 1.0],
+            ema_momentum: Some([0.996, 1.0]),
         }
     }
 
@@ -101,9 +102,11 @@ mod tests {
     #[test]
     fn ema_momentum_is_linear_in_the_optimizer_step() {
         let schedule = paper();
-        close(schedule.ema_momentum_at(0), 0.996);
-        close(schedule.ema_momentum_at(275), 0.997);
-        close(schedule.ema_momentum_at(1_100), 1.0);
-        close(schedule.ema_momentum_at(2_000), 1.0);
+        let momentum = |step| schedule.ema_momentum_at(step).unwrap();
+        close(momentum(0), 0.996);
+        close(momentum(275), 0.997);
+        close(momentum(1_100), 1.0);
+        close(momentum(2_000), 1.0);
+        assert_eq!(Schedule { ema_momentum: None, ..paper() }.ema_momentum_at(0), None, "no teacher, no momentum");
     }
 }

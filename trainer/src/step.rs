@@ -1,17 +1,17 @@
 //! One optimizer step of any method, shared by the training loop and the benchmark: the
 //! method's loss and gradients, summed over micro-batches → optional global-norm clipping →
 //! AdamW at the step's lr and weight decay → EMA of the target encoder at the step's
-//! momentum, for a method that keeps one.
+//! momentum, for a method that keeps a teacher.
 
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
 
+use crate::batch::DeviceBatch;
 use crate::checkpoint::Trainable;
 use crate::ema::ema_update;
-use crate::method::Method;
-use crate::model::DeviceBatch;
+use crate::method::{Method, Reduce};
 use crate::optim::clip_grad_norm;
 
 /// The schedule values and options of one step.
@@ -19,8 +19,8 @@ use crate::optim::clip_grad_norm;
 pub struct StepSettings {
     pub lr: f64,
     pub weight_decay: f64,
-    /// Ignored by a method without a target encoder.
-    pub ema_momentum: f64,
+    /// The EMA teacher's momentum, for a method with a teacher.
+    pub ema_momentum: Option<f64>,
     pub grad_clip: Option<f64>,
 }
 
@@ -30,7 +30,8 @@ pub struct StepStats {
     pub loss: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
-    /// The method's own statistics, each the mean over the micro-batches.
+    /// The method's own statistics, each the mean or the sum over the micro-batches as the
+    /// method says.
     pub method: Vec<(&'static str, f64)>,
 }
 
@@ -40,10 +41,10 @@ pub enum StepOutcome<B: AutodiffBackend, M: AutodiffModule<B>> {
     NonFinite(f64),
 }
 
-/// Fresh parts for `model`: a target encoder copied from its EMA source when the method
-/// keeps one, and an empty optimizer.
-pub fn fresh<B: AutodiffBackend, M: Method<B>>(model: M::Model) -> Trainable<B, M::Model> {
-    let target_encoder = M::ema_source(&model).map(|encoder| encoder.valid());
+/// Fresh parts for `model`: a teacher copied from its encoder when the method keeps one,
+/// and an empty optimizer.
+pub fn fresh<B: AutodiffBackend, M: Method<B>>(method: &M, model: M::Model) -> Trainable<B, M::Model> {
+    let target_encoder = method.teacher_momentum().map(|_| M::encoder(&model).valid());
     Trainable { model, target_encoder, optimizer: Default::default() }
 }
 
@@ -60,10 +61,14 @@ pub fn optimizer_step<B: AutodiffBackend, M: Method<B>>(
     let mut method_stats: Vec<(&'static str, f64)> = Vec::new();
     for batch in micro_batches {
         let batch_loss = method.loss(&parts.model, parts.target_encoder.as_ref(), batch);
-        for (name, value) in batch_loss.stats {
-            match method_stats.iter_mut().find(|(known, _)| *known == name) {
-                Some((_, sum)) => *sum += value / count,
-                None => method_stats.push((name, value / count)),
+        for stat in batch_loss.stats {
+            let share = match stat.reduce {
+                Reduce::Mean => stat.value / count,
+                Reduce::Sum => stat.value,
+            };
+            match method_stats.iter_mut().find(|(known, _)| *known == stat.name) {
+                Some((_, total)) => *total += share,
+                None => method_stats.push((stat.name, share)),
             }
         }
         // Each micro-batch's mean loss weighs 1/count: the sum is the mean over the step.
@@ -79,8 +84,8 @@ pub fn optimizer_step<B: AutodiffBackend, M: Method<B>>(
     let Trainable { model, target_encoder, mut optimizer } = parts;
     let model = optimizer.step(model, grads, settings.lr, settings.weight_decay);
     let target_encoder = target_encoder.map(|target| {
-        let online = M::ema_source(&model).expect("a method with a target encoder names its EMA source");
-        ema_update(target, &online.valid(), settings.ema_momentum)
+        let momentum = settings.ema_momentum.expect("a method with a teacher has a momentum schedule");
+        ema_update(target, &M::encoder(&model).valid(), momentum)
     });
     let stats = StepStats { loss: loss_sum, grad_norm, method: method_stats };
     StepOutcome::Applied(Box::new(Trainable { model, target_encoder, optimizer }), stats)

@@ -7,12 +7,13 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use jepa_shared::rng::KeyedRng;
-use jepa_shared::vit::VitConfig;
 use jepa_shared::{MaskConfig, MultiBlockMasks};
+use jepa_trainer::batch::DeviceBatch;
 use jepa_trainer::ema::ema_update;
-use jepa_trainer::model::{DeviceBatch, IJepa, LossKind, target_features};
+use jepa_trainer::ijepa::{IJepa, LossKind, target_features};
 use jepa_trainer::optim::AdamW;
 use jepa_trainer::predictor::PredictorConfig;
+use jepa_trainer::vit::VitConfig;
 
 type B = Autodiff<NdArray<f32>>;
 
@@ -37,8 +38,10 @@ fn fixed_batch(batch: usize) -> DeviceBatch<B> {
 fn rows(batch: &DeviceBatch<B>, range: std::ops::Range<usize>) -> DeviceBatch<B> {
     DeviceBatch {
         images: batch.images.clone().slice([range.clone()]),
+        other_views: Vec::new(),
         context_idx: batch.context_idx.clone().slice([range.clone()]),
         target_idx: batch.target_idx.iter().map(|idx| idx.clone().slice([range.clone()])).collect(),
+        relaxed_masks: 0,
     }
 }
 

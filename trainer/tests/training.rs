@@ -1,15 +1,13 @@
 //! The training loop end to end on a small fixture dataset: run folder contents, exact
 //! resume, schedules in the metrics table, and the stop on a non-finite loss.
 
-mod common;
-
 use std::path::Path;
 
 use burn::backend::{Autodiff, NdArray};
-use common::write_dataset;
 use jepa_shared::metrics_table::MetricsTable;
-use jepa_trainer::config::RunConfig;
+use jepa_trainer::registry::{AnyMethod, METHOD_NAMES};
 use jepa_trainer::training::{METRIC_COLUMNS, TrainError, TrainOptions, train};
+use jepa_trainer::{Recipe, RunFolder};
 
 type B = Autodiff<NdArray<f32>>;
 
@@ -20,21 +18,21 @@ dataset = "unset"
 
 [loader]
 batch_size = 8
-image_size_px = 16
-patch_size_px = 4
-channels = 3
 workers = 1
 prefetch_batches = 2
 shuffle_buffer = 32
 
-[masks]
+[encoder]
+preset = "nano"
+image_size_px = 16
+patch_size_px = 4
+channels = 3
+
+[ijepa.masks]
 num_targets = 2
 min_keep = 2
 
-[encoder]
-preset = "nano"
-
-[predictor]
+[ijepa.predictor]
 dim = 16
 depth = 1
 heads = 2
@@ -51,12 +49,16 @@ every_steps = 3
 keep = 5
 "#;
 
-fn config(dir: &Path, overrides: &[&str]) -> RunConfig {
+fn config(dir: &Path, overrides: &[&str]) -> Recipe {
     let path = dir.join("run.toml");
     std::fs::write(&path, RUN).unwrap();
     let mut all = vec![format!("dataset={:?}", dir.join("data").display().to_string())];
     all.extend(overrides.iter().map(|text| text.to_string()));
-    RunConfig::load(&path, &all).unwrap()
+    Recipe::load(&path, &all).unwrap()
+}
+
+fn write_dataset(root: &Path, count: u64, channels: u8, rows_per_group: usize, groups_per_file: usize) {
+    jepa_shared::fixture::write_dataset(root, count, channels, rows_per_group, groups_per_file).unwrap();
 }
 
 fn options(dir: &Path, resume: bool) -> TrainOptions {
@@ -130,8 +132,9 @@ fn the_run_folder_holds_config_metrics_checkpoints_and_a_log() {
     let run = &report.run_dir;
 
     // The resolved config: loadable, with the measured pixel statistics filled in.
-    let resolved = RunConfig::load(&run.join("config.toml"), &[]).unwrap();
-    assert_eq!(resolved.data.pixel_mean.as_ref().map(Vec::len), Some(3));
+    let resolved = Recipe::load(&RunFolder::new(run).config(), &[]).unwrap();
+    assert_eq!(resolved.pixel_stats().map(|(mean, std)| (mean.len(), std.len())), Some((3, 3)));
+    assert!(resolved.notes().is_empty(), "the resolved config is in the current layout: {:?}", resolved.notes());
 
     let table = MetricsTable::read(&run.join("metrics.parquet")).unwrap();
     for column in METRIC_COLUMNS {
@@ -187,15 +190,139 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
 #[test]
 fn the_shipped_configs_load_and_describe_the_documented_models() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
-    let stl10 = RunConfig::load(&root.join("stl10-vit-b16.toml"), &[]).unwrap();
-    let vit = stl10.vit().unwrap();
+    let stl10 = Recipe::load(&root.join("stl10-vit-b16.toml"), &[]).unwrap();
+    let vit = stl10.encoder();
     assert_eq!((vit.dim, vit.depth, vit.heads, vit.image_size_px, vit.patch_size_px), (768, 12, 12, 224, 16));
-    let predictor = stl10.predictor.as_ref().unwrap();
-    assert_eq!((predictor.depth, predictor.dim), (6, 384));
-    assert_eq!((stl10.loader.batch_size, stl10.optim.accumulation), (64, 4));
-    assert_eq!((stl10.optim.lr_peak, stl10.optim.warmup_epochs, stl10.optim.epochs), (1e-3, 15.0, 50));
-    let demo = RunConfig::load(&root.join("demo-fashion.toml"), &[]).unwrap();
-    assert_eq!(demo.vit().unwrap().grid(), 7);
+    let AnyMethod::IJepa(ijepa) = stl10.method() else { panic!("the STL-10 recipe is I-JEPA's") };
+    assert_eq!((ijepa.settings.predictor.depth, ijepa.settings.predictor.dim), (6, 384));
+    let config = stl10.config();
+    assert_eq!((config.loader.batch_size, config.optim.accumulation), (64, 4));
+    assert_eq!((config.optim.lr_peak, config.optim.warmup_epochs, config.optim.epochs), (1e-3, 15.0, 50));
+    let demo = Recipe::load(&root.join("demo-fashion.toml"), &[]).unwrap();
+    assert_eq!(demo.encoder().grid(), 7);
+    // The comparison's config trains every registered method.
+    for method in METHOD_NAMES {
+        let recipe = Recipe::load(&root.join("compare-fashion.toml"), &[format!("method={method}")]).unwrap();
+        assert_eq!(recipe.method_info().name(), *method);
+        assert!(recipe.notes().is_empty(), "{method}: {:?}", recipe.notes());
+    }
+}
+
+#[test]
+fn a_config_in_the_older_layout_reads_as_the_current_one_with_a_note_per_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.toml");
+    std::fs::write(&old, OLD_DEMO).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let current = Recipe::load(&root.join("demo-fashion.toml"), &[]).unwrap();
+    let read = Recipe::load(&old, &[]).unwrap();
+    assert_eq!(read.to_toml(), current.to_toml());
+    let notes = read.notes().join("\n");
+    for moved in ["`predictor` is now `ijepa.predictor`", "`loader.image_size_px` is now `encoder.image_size_px`"] {
+        assert!(notes.contains(moved), "{notes}");
+    }
+    assert!(notes.contains("`loader.seed` had no effect"), "{notes}");
+    // A field in both places is refused with a sentence that says which to keep.
+    let error = Recipe::load(&old, &["ijepa.predictor.dim=64".into()]).unwrap_err().to_string();
+    assert!(
+        error.contains("both `predictor` and `ijepa.predictor`") && error.contains("keep `ijepa.predictor`"),
+        "{error}"
+    );
+}
+
+/// `configs/demo-fashion.toml` as it was written before method sections and the encoder's
+/// geometry existed, with the `loader.seed` the trainer used to write into resolved configs.
+const OLD_DEMO: &str = r#"
+name = "demo-fashion"
+seed = 0
+dataset = "datasets/fashion-mnist"
+
+[loader]
+split = "train"
+batch_size = 64
+image_size_px = 28
+patch_size_px = 4
+channels = 1
+workers = 1
+prefetch_batches = 4
+shuffle_buffer = 4096
+seed = 0
+
+[loader.crop]
+enabled = true
+scale = [0.3, 1.0]
+ratio = [0.75, 1.3333333333333333]
+
+[masks]
+num_targets = 4
+target_scale = [0.15, 0.2]
+target_aspect = [0.75, 1.5]
+context_scale = [0.85, 1.0]
+min_keep = 4
+
+[encoder]
+preset = "micro"
+
+[predictor]
+dim = 48
+depth = 2
+heads = 3
+
+[optim]
+epochs = 1
+warmup_epochs = 0.1
+lr_start = 2e-4
+lr_peak = 1e-3
+lr_final = 1e-6
+weight_decay = [0.04, 0.4]
+ema_momentum = [0.996, 1.0]
+accumulation = 1
+loss = "smooth_l1"
+
+[checkpoint]
+every_steps = 200
+keep = 2
+"#;
+
+#[test]
+fn a_config_that_fails_a_check_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(&dir.path().join("data"), 40, 3, 10, 2);
+    let path = dir.path().join("run.toml");
+    std::fs::write(&path, RUN).unwrap();
+    let error = Recipe::load(&path, &["loader.batch_size=0".into()]).unwrap_err().to_string();
+    assert!(error.contains("loader.batch_size"), "{error}");
+    let error = Recipe::load(&path, &["ijepa.masks.min_keep=100".into()]).unwrap_err().to_string();
+    assert!(error.contains("ijepa.masks.min_keep"), "{error}");
+    let error =
+        Recipe::load(&path, &["mae.decoder={ dim = 16, depth = 1, heads = 3 }".into()]).unwrap_err().to_string();
+    assert!(error.contains("mae.decoder.heads"), "a section the run does not use is checked too: {error}");
+
+    // Checks that need the data: a missing dataset, a batch larger than the split.
+    let missing = Recipe::load(&path, &["dataset=\"nowhere\"".into()]).unwrap();
+    let error = train::<B>(missing, &options(dir.path(), false), &Default::default()).unwrap_err().to_string();
+    assert!(error.contains("nowhere"), "{error}");
+    let too_large = config(dir.path(), &["loader.batch_size=64"]);
+    let error = train::<B>(too_large, &options(dir.path(), false), &Default::default()).unwrap_err().to_string();
+    assert!(error.contains("batch_size") && error.contains("40 images"), "{error}");
+    assert!(!dir.path().join("runs").exists(), "a run that cannot start leaves no folder");
+}
+
+#[test]
+fn resuming_a_finished_run_reports_it_and_trains_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(&dir.path().join("data"), 40, 3, 10, 2);
+    let done = train::<B>(config(dir.path(), &["optim.max_steps=2"]), &options(dir.path(), false), &Default::default())
+        .unwrap();
+    let log = || std::fs::read_to_string(done.run_dir.join("train.log")).unwrap();
+    let log_before = log();
+    let again = train::<B>(config(dir.path(), &["optim.max_steps=2"]), &options(dir.path(), true), &Default::default())
+        .unwrap();
+    assert_eq!((again.steps, again.losses.len(), again.images_per_second), (2, 0, None));
+    assert_eq!(again.last_loss, done.last_loss);
+    assert!(again.last_loss.is_some_and(f64::is_finite));
+    assert_eq!(again.last_checkpoint, done.last_checkpoint);
+    assert_eq!(log(), log_before, "nothing was trained or written");
 }
 
 /// Here rather than among the library's unit tests: those build unseeded models on other
@@ -203,10 +330,10 @@ fn the_shipped_configs_load_and_describe_the_documented_models() {
 #[test]
 fn ijepa_and_mae_runs_with_one_seed_start_from_one_encoder() {
     use burn::tensor::{Tensor, TensorData};
-    use jepa_shared::vit::{VisionTransformer, VitConfig};
+    use jepa_trainer::ijepa::IJepa;
     use jepa_trainer::mae::Mae;
-    use jepa_trainer::model::IJepa;
     use jepa_trainer::predictor::PredictorConfig;
+    use jepa_trainer::vit::{VisionTransformer, VitConfig};
     type Plain = NdArray<f32>;
 
     let device = Default::default();

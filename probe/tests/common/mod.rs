@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use jepa_ingest::fashion_mnist::{DEFAULT_DIR, FashionMnist};
+use jepa_ingest::fashion_mnist::{FashionMnist, installed_dir};
 use jepa_ingest::{IngestOptions, Progress, ingest};
 use jepa_shared::{Dataset, DatasetWriter, ShardLayout, SourceInfo};
 use polars::prelude::*;
@@ -13,13 +13,7 @@ pub const TRAIN_IMAGES: u64 = 6_000;
 pub const TEST_IMAGES: u64 = 1_000;
 
 pub fn fashion_dir() -> PathBuf {
-    let dir = PathBuf::from(std::env::var("FASHION_MNIST_DIR").unwrap_or_else(|_| DEFAULT_DIR.into()));
-    assert!(
-        dir.join("train-images-idx3-ubyte.gz").is_file(),
-        "{} lacks Fashion-MNIST: apt-get install dataset-fashion-mnist (or `make setup`)",
-        dir.display()
-    );
-    dir
+    installed_dir().unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// The first `TRAIN_IMAGES` / `TEST_IMAGES` images of the real splits, ids kept.

@@ -1,5 +1,5 @@
 //! The reading half of the prefetcher: one thread walks an epoch's order (a pure function
-//! of seed and epoch, see [`jepa_shared::EpochOrder`]), reads each row group the first time
+//! of seed and epoch, see [`crate::epoch::EpochOrder`]), reads each row group the first time
 //! one of its images is due, copies out only the images still to come, and cuts them into
 //! batch jobs for the workers.
 //!
@@ -13,10 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_channel::Sender;
-use jepa_shared::checksum::sha256_file;
-use jepa_shared::{Dataset, EpochOrder, SampleAddress, ShardError, ShardFile, ShardReader};
 
-use crate::prefetch::{LoaderConfig, LoaderError, LoaderPosition, Result};
+use crate::checksum::sha256_file;
+use crate::epoch::{EpochOrder, SampleAddress};
+use crate::error::ShardError;
+use crate::loader::{LoaderConfig, LoaderError, LoaderPosition, Result};
+use crate::manifest::Manifest;
+use crate::reader::{Dataset, ShardReader};
+use crate::shard::ShardFile;
 
 /// The split as the manifest describes it: files, their row-group sizes, and the epoch length.
 pub(crate) struct SplitPlan {
@@ -29,9 +33,9 @@ pub(crate) struct SplitPlan {
 
 impl SplitPlan {
     pub(crate) fn new(dataset: &Dataset, config: &LoaderConfig) -> Result<Self> {
-        let split = dataset.split(&config.split)?;
+        let split = dataset.split(&config.settings.split)?;
         let rows_per_group = dataset.manifest().layout.rows_per_group;
-        let manifest_path = jepa_shared::Manifest::path(dataset.root());
+        let manifest_path = Manifest::path(dataset.root());
         let mut row_groups = Vec::with_capacity(split.files.len());
         for file in &split.files {
             // The writer cuts row groups at exactly `rows_per_group` rows; only a file's last is short.
@@ -56,8 +60,8 @@ impl SplitPlan {
             paths: split.files.iter().map(|file| dataset.shard_path(file)).collect(),
             files: split.files.clone(),
             row_groups,
-            batch_size: config.batch_size,
-            drop_last: config.drop_last,
+            batch_size: config.settings.batch_size,
+            drop_last: config.settings.drop_last,
         })
     }
 
@@ -135,11 +139,12 @@ impl Reader {
     fn stream(&self, send: &mut impl FnMut(Job) -> bool) -> Result<bool> {
         let mut shards: Vec<Option<ShardReader>> = (0..self.plan.files.len()).map(|_| None).collect();
         let usable = self.plan.usable_len();
-        let batch_size = self.config.batch_size;
+        let batch_size = self.config.settings.batch_size;
         let mut epoch = self.start.epoch;
         let mut offset = self.start.sample as usize;
         while self.config.epochs.is_none_or(|epochs| epoch < epochs) {
-            let order = EpochOrder::new(&self.plan.row_groups, self.config.seed, epoch, self.config.shuffle_buffer);
+            let order =
+                EpochOrder::new(&self.plan.row_groups, self.config.seed, epoch, self.config.settings.shuffle_buffer);
             let due = &order.from_offset(offset)[..usable - offset];
             let mut still_needed: HashSet<SampleAddress> = due.iter().copied().collect();
             let mut held: HashMap<SampleAddress, HeldImage> = HashMap::new();
@@ -208,7 +213,7 @@ impl Reader {
     fn open_shard(&self, file: usize) -> Result<ShardReader> {
         let path = &self.plan.paths[file];
         let listed = &self.plan.files[file];
-        if self.config.verify_checksums {
+        if self.config.settings.verify_checksums {
             let actual = sha256_file(path)?;
             if actual != listed.sha256 {
                 return Err(ShardError::Checksum { path: path.clone(), expected: listed.sha256.clone(), actual }.into());

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{config, small_masks, write_dataset};
-use jepa_trainer::{Loader, LoaderConfig, LoaderPosition};
+use jepa_shared::{Loader, LoaderConfig, LoaderPosition};
 
 /// Threads of this process whose name starts with the loader's prefix.
 fn loader_threads() -> usize {
@@ -35,7 +35,8 @@ fn dropping_the_loader_mid_epoch_joins_every_thread() {
 
     for workers in [1, 3] {
         // Endless epochs and a full queue: every thread is blocked somewhere when we drop.
-        let loader_config = LoaderConfig { workers, epochs: None, ..config(4, 1) };
+        let mut loader_config = LoaderConfig { epochs: None, ..config(4, 1) };
+        loader_config.settings.workers = workers;
         let mut loader = Loader::start(&dataset, &loader_config, small_masks(), LoaderPosition::default()).unwrap();
         loader.next_blocking().unwrap().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(100));

@@ -7,11 +7,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{SIDE, collect, config, pixel, shard_paths, small_masks, write_dataset};
+use common::{SIDE, collect, config, pixel, shard_paths, small_masks, with_settings, write_dataset};
+use jepa_shared::{Batch, CropConfig, Loader, LoaderConfig, LoaderError, LoaderPosition};
 use jepa_shared::{BatchMasks, EpochOrder, MaskConfig, MaskSampler, MultiBlockMasks};
-use jepa_trainer::{CropConfig, Loader, LoaderConfig, LoaderError, LoaderPosition};
 
-fn ids_by_epoch(batches: &[jepa_trainer::Batch], epoch: u64) -> Vec<u64> {
+fn ids_by_epoch(batches: &[Batch], epoch: u64) -> Vec<u64> {
     batches.iter().filter(|batch| batch.epoch == epoch).flat_map(|batch| batch.ids.iter().copied()).collect()
 }
 
@@ -21,7 +21,7 @@ fn every_id_appears_exactly_once_per_epoch_and_epochs_differ() {
     // 103 images: 7-row groups, 3 groups per file, so several files and a short last group.
     let dataset = write_dataset(dir.path(), 103, 3, 7, 3);
     assert!(shard_paths(&dataset).len() >= 4);
-    let loader_config = LoaderConfig { drop_last: false, ..config(8, 2) };
+    let loader_config = with_settings(8, 2, |settings| settings.drop_last = false);
     let batches = collect(&dataset, &loader_config, LoaderPosition::default());
 
     let epochs: Vec<Vec<u64>> = (0..2).map(|epoch| ids_by_epoch(&batches, epoch)).collect();
@@ -54,7 +54,7 @@ fn drop_last_leaves_out_the_short_batch_and_the_order_is_the_epoch_order() {
 
     // The stream follows the documented order: files × row groups × shuffle buffer.
     let row_groups = vec![vec![10, 10], vec![10, 10], vec![10]];
-    let order = EpochOrder::new(&row_groups, loader_config.seed, 0, loader_config.shuffle_buffer);
+    let order = EpochOrder::new(&row_groups, loader_config.seed, 0, loader_config.settings.shuffle_buffer);
     let expected: Vec<u64> = (0..48)
         .map(|position| order.get(position).unwrap())
         .map(|a| (a.file * 20 + a.row_group * 10 + a.row) as u64)
@@ -66,7 +66,7 @@ fn drop_last_leaves_out_the_short_batch_and_the_order_is_the_epoch_order() {
 fn uncropped_images_arrive_channel_major_with_their_own_pixels() {
     let dir = tempfile::tempdir().unwrap();
     let dataset = write_dataset(dir.path(), 20, 3, 5, 2);
-    let loader_config = LoaderConfig { crop: CropConfig { enabled: false, ..CropConfig::default() }, ..config(4, 1) };
+    let loader_config = with_settings(4, 1, |settings| settings.crop.enabled = false);
     for batch in collect(&dataset, &loader_config, LoaderPosition::default()) {
         assert_eq!((batch.channels, batch.image_size_px), (3, SIDE));
         for (index, &id) in batch.ids.iter().enumerate() {
@@ -151,7 +151,7 @@ fn resume_from_an_offset_reproduces_the_rest_of_the_epoch_bit_for_bit() {
     // An offset inside a batch: the same images, crops and ids from that sample on.
     let resumed = collect(&dataset, &loader_config, LoaderPosition { epoch: 0, sample: 27 });
     let image_len = 3 * SIDE * SIDE;
-    let flat = |batches: &[jepa_trainer::Batch]| -> Vec<(u64, Vec<u8>)> {
+    let flat = |batches: &[Batch]| -> Vec<(u64, Vec<u8>)> {
         batches.iter().flat_map(|batch| (0..batch.len()).map(|i| (batch.ids[i], batch.image(i).to_vec()))).collect()
     };
     let expected: Vec<(u64, Vec<u8>)> = flat(&uninterrupted).into_iter().skip(27).collect();
@@ -162,11 +162,35 @@ fn resume_from_an_offset_reproduces_the_rest_of_the_epoch_bit_for_bit() {
 }
 
 #[test]
+fn a_second_view_is_another_crop_of_the_same_image_and_leaves_the_first_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = write_dataset(dir.path(), 40, 3, 10, 2);
+    let one_view = collect(&dataset, &config(8, 1), LoaderPosition::default());
+    let two_views = LoaderConfig { views: 2, ..config(8, 1) };
+    let batches = collect(&dataset, &two_views, LoaderPosition::default());
+    assert_eq!(batches.len(), one_view.len());
+    let mut differing = 0;
+    for (two, one) in batches.iter().zip(&one_view) {
+        assert_eq!((two.views, two.ids.clone(), two.masks.clone()), (2, one.ids.clone(), one.masks.clone()));
+        assert_eq!(two.images.len(), 2 * one.images.len());
+        assert_eq!(two.view(0), &one.images[..], "the first view is the one-view stream's");
+        for index in 0..two.len() {
+            assert_eq!(two.image(index), one.image(index));
+            differing += usize::from(two.view_image(1, index) != two.view_image(0, index));
+        }
+    }
+    assert!(differing > 30, "only {differing} of 40 second views differ from the first");
+    // Resuming mid-epoch gives the same views.
+    let resumed = collect(&dataset, &two_views, LoaderPosition { epoch: 0, sample: 16 });
+    assert_eq!(resumed, batches[2..]);
+}
+
+#[test]
 fn resume_reads_nothing_that_comes_before_the_offset() {
     let dir = tempfile::tempdir().unwrap();
     let dataset = write_dataset(dir.path(), 60, 3, 10, 1);
     // No row mixing: file order alone decides which shard is finished first.
-    let loader_config = LoaderConfig { shuffle_buffer: 0, ..config(5, 1) };
+    let loader_config = with_settings(5, 1, |settings| settings.shuffle_buffer = 0);
     let uninterrupted = collect(&dataset, &loader_config, LoaderPosition::default());
     let order = EpochOrder::new(&vec![vec![10]; 6], loader_config.seed, 0, 0);
     let first_file = order.get(0).unwrap().file as usize;
@@ -206,7 +230,7 @@ fn drain_with_deadline(
 fn a_shard_missing_mid_epoch_reaches_the_consumer_as_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let dataset = write_dataset(dir.path(), 60, 3, 10, 1);
-    let loader_config = LoaderConfig { shuffle_buffer: 0, ..config(5, 1) };
+    let loader_config = with_settings(5, 1, |settings| settings.shuffle_buffer = 0);
     let order = EpochOrder::new(&vec![vec![10]; 6], loader_config.seed, 0, 0);
     let third_file = order.get(25).unwrap().file as usize;
     let missing = shard_paths(&dataset)[third_file].clone();
@@ -224,7 +248,10 @@ fn a_corrupt_shard_is_an_error_naming_it_with_or_without_checksums() {
     for verify_checksums in [true, false] {
         let dir = tempfile::tempdir().unwrap();
         let dataset = write_dataset(dir.path(), 60, 3, 10, 1);
-        let loader_config = LoaderConfig { shuffle_buffer: 0, verify_checksums, ..config(5, 1) };
+        let loader_config = with_settings(5, 1, |settings| {
+            settings.shuffle_buffer = 0;
+            settings.verify_checksums = verify_checksums;
+        });
         let order = EpochOrder::new(&vec![vec![10]; 6], loader_config.seed, 0, 0);
         let path = shard_paths(&dataset)[order.get(25).unwrap().file as usize].clone();
         // Cut the file in half: the footer is gone.
@@ -282,10 +309,13 @@ fn a_panicking_worker_reaches_the_consumer_as_an_error_naming_the_files() {
 fn a_slow_consumer_never_sees_more_than_the_configured_batches_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let dataset = write_dataset(dir.path(), 200, 3, 20, 2);
-    let loader_config = LoaderConfig { prefetch_batches: 3, workers: 2, ..config(4, 1) };
+    let loader_config = with_settings(4, 1, |settings| {
+        settings.prefetch_batches = 3;
+        settings.workers = 2;
+    });
     let mut loader = Loader::start(&dataset, &loader_config, small_masks(), LoaderPosition::default()).unwrap();
     // Channel depth + the sequencer's one in hand + per worker one result queued and one finished.
-    let bound = loader_config.prefetch_batches + 1 + 2 * loader_config.workers;
+    let bound = loader_config.settings.prefetch_batches + 1 + 2 * loader_config.settings.workers;
     let (mut fullest_queue, mut most_in_flight) = (0, 0);
     for _ in 0..20 {
         std::thread::sleep(Duration::from_millis(20));
@@ -293,8 +323,8 @@ fn a_slow_consumer_never_sees_more_than_the_configured_batches_in_flight() {
         most_in_flight = most_in_flight.max(loader.in_flight());
         loader.next_blocking().unwrap().unwrap();
     }
-    assert!(fullest_queue <= loader_config.prefetch_batches, "queue reached {fullest_queue}");
-    assert_eq!(fullest_queue, loader_config.prefetch_batches, "the slow consumer should find the queue full");
+    assert!(fullest_queue <= loader_config.settings.prefetch_batches, "queue reached {fullest_queue}");
+    assert_eq!(fullest_queue, loader_config.settings.prefetch_batches, "the slow consumer should find the queue full");
     assert!(most_in_flight <= bound, "{most_in_flight} batches in flight, bound {bound}");
 }
 
@@ -312,20 +342,18 @@ fn configs_that_cannot_work_are_rejected_before_any_thread_starts() {
     let error = MultiBlockMasks::new(MaskConfig { min_keep: 15, ..MaskConfig::default() }, 4, 4).unwrap_err();
     assert_eq!(error.field, "min_keep");
 
-    let message = reject(LoaderConfig { patch_size_px: 8, ..config(5, 1) }, small_masks());
-    assert!(message.contains("patch_size_px") && message.contains("(2, 2)"), "{message}");
-    let message = reject(LoaderConfig { patch_size_px: 5, ..config(5, 1) }, small_masks());
-    assert!(message.contains("image_size_px") && message.contains("not a multiple"), "{message}");
+    let message = reject(LoaderConfig { image_size_px: 18, ..config(5, 1) }, small_masks());
+    assert!(message.contains("image_size_px") && message.contains("4×4 patch grid"), "{message}");
     let message = reject(config(40, 1), small_masks());
     assert!(message.contains("batch_size") && message.contains("30 images"), "{message}");
     let message = reject(LoaderConfig { channels: 2, ..config(5, 1) }, small_masks());
     assert!(message.contains("channels"), "{message}");
-    let message = reject(LoaderConfig { workers: 0, ..config(5, 1) }, small_masks());
+    let message = reject(with_settings(5, 1, |settings| settings.workers = 0), small_masks());
     assert!(message.contains("workers"), "{message}");
     let crop = CropConfig { scale: [0.5, 0.2], ..CropConfig::default() };
-    let message = reject(LoaderConfig { crop, ..config(5, 1) }, small_masks());
+    let message = reject(with_settings(5, 1, |settings| settings.crop = crop), small_masks());
     assert!(message.contains("crop.scale"), "{message}");
-    let message = reject(LoaderConfig { split: "unlabeled".into(), ..config(5, 1) }, small_masks());
+    let message = reject(with_settings(5, 1, |settings| settings.split = "unlabeled".into()), small_masks());
     assert!(message.contains("unlabeled"), "{message}");
 }
 

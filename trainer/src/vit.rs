@@ -289,7 +289,7 @@ mod tests {
     }
 
     fn images(seed: u64, batch: usize) -> Tensor<B, 4> {
-        let mut rng = crate::rng::KeyedRng::new(&[seed]);
+        let mut rng = jepa_shared::rng::KeyedRng::new(&[seed]);
         let values: Vec<f32> = (0..batch * 3 * 16 * 16).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
         Tensor::from_data(TensorData::new(values, [batch, 3, 16, 16]), &Default::default())
     }

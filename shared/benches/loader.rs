@@ -14,11 +14,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use jepa_ingest::fashion_mnist::{DEFAULT_DIR, FashionMnist};
+use jepa_ingest::fashion_mnist::{FashionMnist, installed_dir};
 use jepa_ingest::{IngestOptions, Progress, ingest};
 use jepa_shared::rng::KeyedRng;
-use jepa_shared::{Dataset, DatasetWriter, ImageRecord, MaskConfig, MultiBlockMasks, ShardLayout, SourceInfo};
-use jepa_trainer::{CropConfig, Loader, LoaderConfig, LoaderPosition};
+use jepa_shared::{
+    Dataset, DatasetWriter, ImageRecord, Loader, LoaderConfig, LoaderPosition, LoaderSettings, MaskConfig,
+    MultiBlockMasks, ShardLayout, SourceInfo,
+};
 
 fn main() {
     let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch folder");
@@ -31,44 +33,30 @@ fn main() {
 
     let images: usize = std::env::var("BENCH_LOADER_IMAGES").ok().and_then(|n| n.parse().ok()).unwrap_or(6_400);
     let stl10 = write_stl10_sized(&scratch.path().join("stl10-sized"), images);
-    let stl10_config = LoaderConfig {
-        batch_size: 64,
-        image_size_px: 224,
-        patch_size_px: 16,
-        channels: 3,
-        crop: CropConfig::default(),
-        verify_checksums: false,
-        epochs: Some(1),
-        ..LoaderConfig::default()
-    };
     for workers in [1, 2] {
-        let config = LoaderConfig { workers, ..stl10_config.clone() };
-        bench_loader("stl10 96px -> RRC -> 224px RGB, 14x14 masks", &stl10, &config);
+        let config = recipe(64, workers, 224, 3);
+        bench_loader("stl10 96px -> RRC -> 224px RGB, 14x14 masks", &stl10, &config, 16);
     }
     bench_copy("  plain copy of the same output bytes", 3 * 224 * 224, images);
 
-    let fashion_dir = PathBuf::from(std::env::var("FASHION_MNIST_DIR").unwrap_or_else(|_| DEFAULT_DIR.into()));
+    let fashion_dir = installed_dir().expect("Fashion-MNIST");
     let fashion = ingest_fashion(&fashion_dir, &scratch.path().join("fashion-mnist"));
-    let fashion_config = LoaderConfig {
-        batch_size: 128,
-        image_size_px: 28,
-        patch_size_px: 4,
-        channels: 1,
-        crop: CropConfig::default(),
-        verify_checksums: false,
-        epochs: Some(1),
-        ..LoaderConfig::default()
-    };
     for workers in [1, 2] {
-        let config = LoaderConfig { workers, ..fashion_config.clone() };
-        bench_loader("fashion 28px -> RRC -> 28px grey, 7x7 masks", &fashion, &config);
+        let config = recipe(128, workers, 28, 1);
+        bench_loader("fashion 28px -> RRC -> 28px grey, 7x7 masks", &fashion, &config, 4);
     }
     bench_copy("  plain copy of the same output bytes", 28 * 28, 60_000);
 }
 
-fn bench_loader(label: &str, dataset: &Dataset, config: &LoaderConfig) {
-    let grid = config.grid();
-    let masks = Arc::new(MultiBlockMasks::new(MaskConfig::default(), grid.0, grid.1).expect("paper masks fit"));
+/// One epoch of `batch_size` images of `image_size_px` with `channels`, RandomResizedCrop on.
+fn recipe(batch_size: usize, workers: usize, image_size_px: u32, channels: u8) -> LoaderConfig {
+    let settings = LoaderSettings { batch_size, workers, verify_checksums: false, ..LoaderSettings::default() };
+    LoaderConfig { epochs: Some(1), ..LoaderConfig::new(settings, image_size_px, channels, 0) }
+}
+
+fn bench_loader(label: &str, dataset: &Dataset, config: &LoaderConfig, patch_size_px: u32) {
+    let grid = (config.image_size_px / patch_size_px) as usize;
+    let masks = Arc::new(MultiBlockMasks::new(MaskConfig::default(), grid, grid).expect("paper masks fit"));
     let started = Instant::now();
     let mut loader = Loader::start(dataset, config, masks, LoaderPosition::default()).expect("loader");
     let mut images = 0;
@@ -79,8 +67,8 @@ fn bench_loader(label: &str, dataset: &Dataset, config: &LoaderConfig) {
     let rate = images as f64 / seconds;
     println!(
         "{label:<44} {:>7} {images:>8} {seconds:>8.2} {rate:>10.0} {:>14.0}",
-        config.workers,
-        rate / config.workers as f64
+        config.settings.workers,
+        rate / config.settings.workers as f64
     );
 }
 

@@ -5,9 +5,9 @@
 //! normalises on its device. Normalising to f32 here would cost as much CPU as the resize
 //! and send four times the bytes.
 
+use crate::rng::KeyedRng;
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-use jepa_shared::rng::KeyedRng;
 use serde::{Deserialize, Serialize};
 
 /// RandomResizedCrop settings; the defaults are the official I-JEPA ones.

@@ -7,7 +7,7 @@
 //!   shuffle buffer)
 //! ```
 //!
-//! - The **reader** (`epoch_reader`) walks the epoch order, reads row groups as their images
+//! - The **reader** ([`crate::epoch_reader`]) walks the epoch order, reads row groups as their images
 //!   fall due, and cuts batch jobs; batch `k` goes to worker `k mod workers`.
 //! - **Workers** are plain threads (CPU work never runs on the async reactor): crop, resize,
 //!   channel-major layout and masks. Every random draw is keyed by (seed, epoch, sample
@@ -25,149 +25,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_channel::{Receiver, Sender};
-use jepa_shared::rng::KeyedRng;
-use jepa_shared::{BatchMasks, Dataset, MaskSampler, ShardError};
-use serde::{Deserialize, Serialize};
 
-use crate::augment::{CropBox, CropConfig, ImagePipeline, SourceImage, random_resized_crop};
+use crate::augment::{CropBox, ImagePipeline, SourceImage, random_resized_crop};
 use crate::epoch_reader::{BatchJob, Job, Reader, SplitPlan};
-
-/// Everything about how batches are made; one section of the run config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LoaderConfig {
-    /// Split of the dataset to stream (`train`, `unlabeled`, …).
-    pub split: String,
-    pub batch_size: usize,
-    /// Side of the square images the model sees.
-    pub image_size_px: u32,
-    /// ViT patch side; `image_size_px / patch_size_px` is the mask grid.
-    pub patch_size_px: u32,
-    /// Output channels, 1 or 3, whatever the source has.
-    pub channels: u8,
-    pub crop: CropConfig,
-    /// Loader threads doing crop, resize and masks.
-    pub workers: usize,
-    /// Ready batches waiting for the trainer: the channel depth.
-    pub prefetch_batches: usize,
-    /// Images held back to mix row groups (0: files and row groups are shuffled, rows are not).
-    pub shuffle_buffer: usize,
-    /// Leave out an epoch's last, short batch (training), or send it (evaluation).
-    pub drop_last: bool,
-    /// Check each shard's SHA-256 against the manifest the first time it is opened.
-    pub verify_checksums: bool,
-    /// Stop after this many epochs; `None` streams until the loader is dropped.
-    pub epochs: Option<u64>,
-    pub seed: u64,
-}
-
-impl Default for LoaderConfig {
-    fn default() -> Self {
-        Self {
-            split: "train".into(),
-            batch_size: 64,
-            image_size_px: 224,
-            patch_size_px: 16,
-            channels: 3,
-            crop: CropConfig::default(),
-            workers: 2,
-            prefetch_batches: 4,
-            shuffle_buffer: 4_096,
-            drop_last: true,
-            verify_checksums: true,
-            epochs: None,
-            seed: 0,
-        }
-    }
-}
-
-impl LoaderConfig {
-    /// The mask grid, `(rows, columns)`.
-    pub fn grid(&self) -> (usize, usize) {
-        let side = (self.image_size_px / self.patch_size_px.max(1)) as usize;
-        (side, side)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LoaderError {
-    #[error("loader config: `{field}` {problem}")]
-    Config { field: &'static str, problem: String },
-
-    #[error(transparent)]
-    Shard(#[from] ShardError),
-
-    #[error("{path}: {problem}")]
-    Image { path: PathBuf, problem: String },
-
-    #[error("loader worker {worker} panicked on the batch at epoch {epoch}, sample {first_position} (images from {}): {message}", files.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(", "))]
-    WorkerPanicked { worker: usize, epoch: u64, first_position: u64, files: Vec<PathBuf>, message: String },
-
-    #[error("loader worker {worker} stopped without sending its batch")]
-    WorkerDied { worker: usize },
-}
-
-pub type Result<T, E = LoaderError> = std::result::Result<T, E>;
-
-/// Where a stream stands: the next sample of `epoch` to be delivered. Checkpoints store it;
-/// [`Loader::start`] resumes from it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LoaderPosition {
-    pub epoch: u64,
-    pub sample: u64,
-}
-
-/// One ready batch. Images are u8, `[batch, channels, image_size_px, image_size_px]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Batch {
-    pub epoch: u64,
-    /// Position of the first image in the epoch's order.
-    pub first_position: u64,
-    pub ids: Vec<u64>,
-    pub labels: Vec<Option<i16>>,
-    pub images: Vec<u8>,
-    pub channels: usize,
-    pub image_size_px: usize,
-    pub masks: BatchMasks,
-}
-
-impl Batch {
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
-    /// One image, channel-major.
-    pub fn image(&self, index: usize) -> &[u8] {
-        let size = self.channels * self.image_size_px * self.image_size_px;
-        &self.images[index * size..(index + 1) * size]
-    }
-
-    /// Kept context patches, `[batch, context_len]` flattened.
-    pub fn context_idx(&self) -> Vec<u32> {
-        self.masks.context_flat()
-    }
-
-    /// Target patches, `[target][batch, target_len]` flattened per target block.
-    pub fn target_idx(&self) -> Vec<Vec<u32>> {
-        self.masks.targets_flat()
-    }
-}
-
-/// What the consumer side has seen so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct LoaderStats {
-    pub batches: u64,
-    pub images: u64,
-    /// Total time spent inside [`Loader::next`] waiting for a batch.
-    pub waited: Duration,
-}
+use crate::loader::{Batch, LoaderConfig, LoaderError, LoaderPosition, LoaderStats, Result};
+use crate::masks::MaskSampler;
+use crate::reader::Dataset;
+use crate::rng::KeyedRng;
 
 /// The consumer end. Drop it to stop the stream: every thread is joined before drop returns.
 pub struct Loader {
@@ -191,26 +58,26 @@ impl Loader {
         masks: Arc<dyn MaskSampler>,
         start: LoaderPosition,
     ) -> Result<Self> {
-        check_config(config, masks.as_ref())?;
+        config.check(masks.grid())?;
         let plan = Arc::new(SplitPlan::new(dataset, config)?);
         if plan.usable_len() == 0 {
             return Err(LoaderError::Config {
                 field: "batch_size",
                 problem: format!(
                     "is {}, but split `{}` holds {} images, so drop_last leaves no batch",
-                    config.batch_size,
-                    config.split,
+                    config.settings.batch_size,
+                    config.settings.split,
                     plan.order_len()
                 ),
             });
         }
 
         let shutdown = Shutdown::default();
-        let mut threads = Vec::with_capacity(config.workers + 2);
+        let mut threads = Vec::with_capacity(config.settings.workers + 2);
         let built = Arc::new(AtomicUsize::new(0));
-        let mut job_senders = Vec::with_capacity(config.workers);
-        let mut result_receivers = Vec::with_capacity(config.workers);
-        for worker in 0..config.workers {
+        let mut job_senders = Vec::with_capacity(config.settings.workers);
+        let mut result_receivers = Vec::with_capacity(config.settings.workers);
+        for worker in 0..config.settings.workers {
             // One job and one result in flight per worker: memory stays bounded.
             let (job_sender, job_receiver) = async_channel::bounded::<Job>(1);
             let (result_sender, result_receiver) = async_channel::bounded::<Message>(1);
@@ -227,7 +94,7 @@ impl Loader {
             };
             threads.push(spawn(format!("jepa-load-w{worker}"), move || context.run(job_receiver, result_sender)));
         }
-        let (output_sender, output) = async_channel::bounded(config.prefetch_batches);
+        let (output_sender, output) = async_channel::bounded(config.settings.prefetch_batches);
         shutdown.watch(&output);
 
         let reader = Reader {
@@ -313,7 +180,7 @@ impl Loader {
 
     /// Batches in one epoch, as configured (the last short one counts unless `drop_last`).
     pub fn batches_per_epoch(&self) -> u64 {
-        self.plan.usable_len().div_ceil(self.config.batch_size) as u64
+        self.plan.usable_len().div_ceil(self.config.settings.batch_size) as u64
     }
 }
 
@@ -329,41 +196,6 @@ impl Drop for Loader {
 
 fn spawn(name: String, body: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
     std::thread::Builder::new().name(name).spawn(body).expect("the OS refused a loader thread")
-}
-
-fn check_config(config: &LoaderConfig, masks: &dyn MaskSampler) -> Result<()> {
-    let error = |field, problem: String| Err(LoaderError::Config { field, problem });
-    let positive = [
-        ("batch_size", config.batch_size),
-        ("workers", config.workers),
-        ("prefetch_batches", config.prefetch_batches),
-        ("image_size_px", config.image_size_px as usize),
-        ("patch_size_px", config.patch_size_px as usize),
-    ];
-    for (field, value) in positive {
-        if value == 0 {
-            return error(field, "is 0, expected at least 1".into());
-        }
-    }
-    if !config.image_size_px.is_multiple_of(config.patch_size_px) {
-        return error(
-            "image_size_px",
-            format!("is {}, not a multiple of patch_size_px {}", config.image_size_px, config.patch_size_px),
-        );
-    }
-    if config.channels != 1 && config.channels != 3 {
-        return error("channels", format!("is {}, expected 1 or 3", config.channels));
-    }
-    if let Some((field, problem)) = config.crop.problem() {
-        return error(field, problem);
-    }
-    if masks.grid() != config.grid() {
-        return error(
-            "patch_size_px",
-            format!("gives a {:?} patch grid, but the masks are drawn on {:?}", config.grid(), masks.grid()),
-        );
-    }
-    Ok(())
 }
 
 struct WorkerContext {
@@ -418,13 +250,20 @@ impl WorkerContext {
         let config = &self.config;
         let count = job.images.len();
         let image_len = pipeline.output_len();
-        let mut images = vec![0u8; count * image_len];
-        for (offset, (image, out)) in job.images.iter().zip(images.chunks_exact_mut(image_len)).enumerate() {
+        let mut images = vec![0u8; config.views * count * image_len];
+        let outputs = images.chunks_exact_mut(image_len).enumerate();
+        for (slot, out) in outputs {
+            let (view, offset) = (slot / count, slot % count);
+            let image = &job.images[offset];
             let (height, width) = (u32::from(image.height), u32::from(image.width));
-            let crop = if config.crop.enabled {
+            let crop = if config.settings.crop.enabled {
                 let position = job.first_position + offset as u64;
-                let mut rng = KeyedRng::new(&[config.seed, job.epoch, position, CROP_STREAM]);
-                random_resized_crop(&mut rng, height, width, &config.crop)
+                // The first view keeps the key of a one-view stream: adding views changes none of its crops.
+                let mut rng = match view {
+                    0 => KeyedRng::new(&[config.seed, job.epoch, position, CROP_STREAM]),
+                    _ => KeyedRng::new(&[config.seed, job.epoch, position, CROP_STREAM, view as u64]),
+                };
+                random_resized_crop(&mut rng, height, width, &config.settings.crop)
             } else {
                 CropBox::whole(height, width)
             };
@@ -442,6 +281,7 @@ impl WorkerContext {
             ids: job.images.iter().map(|image| image.id).collect(),
             labels: job.images.iter().map(|image| image.label).collect(),
             images,
+            views: config.views,
             channels: config.channels as usize,
             image_size_px: config.image_size_px as usize,
             masks,

@@ -2,7 +2,8 @@
 //! model's normalisation. Measured on the stored pixels (before any crop), converted to
 //! the channels the model sees (grey replicated to RGB, RGB reduced to BT.601 luma).
 
-use jepa_shared::{Dataset, ShardError};
+use crate::error::ShardError;
+use crate::reader::Dataset;
 
 /// Mean and std per output channel over the first `max_images` images of `split`.
 pub fn pixel_stats(

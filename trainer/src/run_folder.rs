@@ -1,0 +1,245 @@
+//! The layout of a run folder, in one place: every file name a run has is spelled here.
+//!
+//! ```text
+//! runs/<name>/config.toml                    the resolved config             (train)
+//! runs/<name>/metrics.parquet                one row per optimizer step       (train)
+//! runs/<name>/train.log                      start, resume, checkpoints, end  (train)
+//! runs/<name>/checkpoints/step-NNNNNNNN/     model.bin, target_encoder.bin (a method with a
+//!                                            teacher), optimizer.bin, state.json (train)
+//! runs/<name>/features/<split>.parquet       the trained encoder's features   (probe)
+//! runs/<name>/features-random/<split>.parquet  the random-init encoder's     (probe)
+//! runs/<name>/probe/predictions/, selection/  each probe's predictions and search (probe)
+//! runs/<name>/probe/<report file>            scores, report.md, figures ([`ReportFile`]) (probe)
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use jepa_shared::ShardError;
+
+/// Which encoder a result belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum EncoderKind {
+    /// The encoder the run's method evaluates, from a checkpoint.
+    Pretrained,
+    /// The same config, initialised from the run's seed and never trained.
+    Random,
+}
+
+impl EncoderKind {
+    pub const ALL: [EncoderKind; 2] = [EncoderKind::Pretrained, EncoderKind::Random];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EncoderKind::Pretrained => "pretrained",
+            EncoderKind::Random => "random",
+        }
+    }
+}
+
+impl fmt::Display for EncoderKind {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// A run folder's paths. Creating, reading and writing them is the callers' business;
+/// naming them is this type's alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunFolder {
+    root: PathBuf,
+}
+
+impl RunFolder {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.parquet")
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.root.join("train.log")
+    }
+
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+
+    /// The checkpoint written after `step` optimizer steps (it may not exist).
+    pub fn checkpoint_at(&self, step: u64) -> CheckpointFolder {
+        CheckpointFolder::new(self.checkpoints().join(format!("step-{step:08}")))
+    }
+
+    /// Complete checkpoints, oldest first (a checkpoint still being written has another name).
+    pub fn list_checkpoints(&self) -> Result<Vec<CheckpointFolder>, ShardError> {
+        let folder = self.checkpoints();
+        if !folder.exists() {
+            return Ok(Vec::new());
+        }
+        let io = |source| ShardError::Io { path: folder.clone(), source };
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&folder).map_err(io)? {
+            let checkpoint = CheckpointFolder::new(entry.map_err(io)?.path());
+            if checkpoint.step().is_some() {
+                found.push(checkpoint);
+            }
+        }
+        found.sort_by_key(|checkpoint| checkpoint.step());
+        Ok(found)
+    }
+
+    pub fn latest_checkpoint(&self) -> Result<Option<CheckpointFolder>, ShardError> {
+        Ok(self.list_checkpoints()?.pop())
+    }
+
+    /// A checkpoint named by a user: `step-00000937`, a bare step number, or a path.
+    pub fn named_checkpoint(&self, name: &str) -> CheckpointFolder {
+        match name.parse::<u64>() {
+            Ok(step) => self.checkpoint_at(step),
+            Err(_) if Path::new(name).is_absolute() || name.contains('/') => CheckpointFolder::new(name),
+            Err(_) => CheckpointFolder::new(self.checkpoints().join(name)),
+        }
+    }
+
+    pub fn features_dir(&self, encoder: EncoderKind) -> PathBuf {
+        match encoder {
+            EncoderKind::Pretrained => self.root.join("features"),
+            EncoderKind::Random => self.root.join("features-random"),
+        }
+    }
+
+    pub fn features(&self, encoder: EncoderKind, split: &str) -> PathBuf {
+        self.features_dir(encoder).join(format!("{split}.parquet"))
+    }
+
+    /// The probe's outputs: predictions, scores, the report and its figures.
+    pub fn probe_dir(&self) -> PathBuf {
+        self.root.join("probe")
+    }
+
+    /// The predictions of one probe of one encoder.
+    pub fn predictions(&self, encoder: EncoderKind, probe: &str) -> PathBuf {
+        self.probe_dir().join("predictions").join(format!("{encoder}-{probe}.parquet"))
+    }
+
+    /// Every predictions file's folder.
+    pub fn predictions_dir(&self) -> PathBuf {
+        self.probe_dir().join("predictions")
+    }
+
+    /// The hyper-parameter search of one probe of one encoder (the linear probe's is the
+    /// encoder's name alone).
+    pub fn selection(&self, encoder: EncoderKind, probe: &str) -> PathBuf {
+        let name = if probe == "linear" { encoder.to_string() } else { format!("{encoder}-{probe}") };
+        self.probe_dir().join("selection").join(format!("{name}.parquet"))
+    }
+
+    /// One of the probe's report files.
+    pub fn report(&self, file: ReportFile) -> PathBuf {
+        self.probe_dir().join(file.name())
+    }
+}
+
+/// The files of a run's report, in `probe/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportFile {
+    /// Every probe's predictions in one table.
+    Predictions,
+    /// The headline numbers, one row per (encoder, probe, protocol).
+    Summary,
+    PerTask,
+    PerClass,
+    Confusion,
+    /// The one page that shows everything.
+    Markdown,
+    TrainingCurves,
+    ConfusionMatrix,
+    PerClassAccuracy,
+    /// A pixel-predicting method's reconstructions of test images.
+    Reconstruction,
+}
+
+impl ReportFile {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReportFile::Predictions => "predictions.parquet",
+            ReportFile::Summary => "summary.parquet",
+            ReportFile::PerTask => "per_task.parquet",
+            ReportFile::PerClass => "per_class.parquet",
+            ReportFile::Confusion => "confusion.parquet",
+            ReportFile::Markdown => "report.md",
+            ReportFile::TrainingCurves => "training_curves.png",
+            ReportFile::ConfusionMatrix => "confusion.png",
+            ReportFile::PerClassAccuracy => "per_class.png",
+            ReportFile::Reconstruction => "reconstruction.png",
+        }
+    }
+}
+
+/// One part of a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointPart {
+    /// What the optimizer trains (I-JEPA: context encoder + predictor; MAE: encoder + decoder).
+    Model,
+    /// The EMA teacher, for a method that keeps one.
+    Teacher,
+    /// Adam's moments.
+    Optimizer,
+}
+
+/// One checkpoint folder's paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointFolder {
+    path: PathBuf,
+}
+
+impl CheckpointFolder {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The optimizer steps it holds, from its name (`None` for another name).
+    pub fn step(&self) -> Option<u64> {
+        let name = self.path.file_name()?.to_str()?;
+        name.strip_prefix("step-")?.parse().ok()
+    }
+
+    /// A part's file without its extension (Burn's recorder adds it).
+    pub fn stem(&self, part: CheckpointPart) -> PathBuf {
+        self.path.join(match part {
+            CheckpointPart::Model => "model",
+            CheckpointPart::Teacher => "target_encoder",
+            CheckpointPart::Optimizer => "optimizer",
+        })
+    }
+
+    /// A part's file as it is on disk.
+    pub fn file(&self, part: CheckpointPart) -> PathBuf {
+        self.stem(part).with_extension("bin")
+    }
+
+    /// Step and loader position.
+    pub fn state(&self) -> PathBuf {
+        self.path.join("state.json")
+    }
+}
+
+impl fmt::Display for CheckpointFolder {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}", self.path.display())
+    }
+}
