@@ -7,7 +7,7 @@
 //! 100,000, the real size: ~3.1 GB of source and as much of shards).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use jepa_ingest::fashion_mnist::{FashionMnist, installed_dir};

@@ -241,6 +241,9 @@ enum Command {
 
 fn open(args: &RunArgs) -> anyhow::Result<Run> {
     let mut run = Run::open(&args.run)?;
+    for note in run.recipe.notes() {
+        eprintln!("note: {}: {note}", run.folder.config().display());
+    }
     if let Some(dataset) = &args.dataset {
         run.recipe.set_dataset(dataset);
     }

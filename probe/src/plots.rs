@@ -70,7 +70,8 @@ pub fn draw_all(
         training_curves(metrics, &plots.training_curves)?;
         written.push(plots.training_curves.clone());
     }
-    let pretrained_linear = col("encoder").eq(lit(jepa_trainer::EncoderKind::Pretrained.as_str())).and(col("probe").eq(lit(LINEAR)));
+    let pretrained_linear =
+        col("encoder").eq(lit(jepa_trainer::EncoderKind::Pretrained.as_str())).and(col("probe").eq(lit(LINEAR)));
     let cells = confusion
         .clone()
         .lazy()
