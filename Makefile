@@ -29,7 +29,7 @@ help:
 	@echo "make probe           features, linear probe, kNN and report for the STL-10 run (CUDA for the features)"
 	@echo "make probe-demo      features, linear probe, kNN and report for runs/demo-fashion (CPU)"
 	@echo "make demo            the whole path on Fashion-MNIST on the CPU: ingest, train, probe, results table"
-	@echo "make compare         I-JEPA against MAE against a random encoder on Fashion-MNIST (CPU) -> $(RUNS)/compare-fashion"
+	@echo "make compare         I-JEPA, I-JEPA with pixel targets, MAE and a random encoder on Fashion-MNIST (CPU) -> $(RUNS)/compare-fashion"
 	@echo "make test            all Rust tests, then the Python polars/pyarrow check of real shards"
 	@echo "make lint            rustfmt and clippy"
 	@echo "make bench-ingest    ingest throughput against a plain copy on the same disk"
@@ -79,20 +79,25 @@ probe-demo:
 demo: train-demo
 	$(MAKE) probe-demo
 
-# I-JEPA and MAE pre-trained with the same encoder, data, schedule and step budget
+# Every method pre-trained with the same encoder, data, schedule and step budget
 # (configs/compare-fashion.toml), then linear probe, kNN and fine-tuning of each and of the
-# random-init encoder -> $(COMPARE)/summary.parquet, summary.png, compare.md, and MAE's
-# reconstruction figure. Finished runs are kept; the evaluation runs again.
+# random-init encoder -> $(COMPARE)/summary.parquet, summary.png, compare.md, and the
+# reconstruction figures of the methods that predict pixels. Finished runs are kept; the
+# evaluation runs again.
 COMPARE ?= $(RUNS)/compare-fashion
+COMPARE_METHODS ?= ijepa ijepa-pixels mae
 COMPARE_FINETUNE ?= --finetune-train-images 4000 --finetune-epochs 2 --finetune-learning-rates 3e-3,1e-3
 compare: ingest-fashion
-	@set -e; started=$$(date +%s); \
-	for method in ijepa mae; do \
+	@set -e; started=$$(date +%s); runs=; \
+	for method in $(COMPARE_METHODS); do \
 	  if [ -d $(COMPARE)/$$method/checkpoints ]; then $(TRAIN_CPU) --resume $(COMPARE)/$$method; \
 	  else $(TRAIN_CPU) --config configs/compare-fashion.toml --runs $(COMPARE) --set name=$$method --set method=$$method; fi; \
+	  runs="$$runs --run $(COMPARE)/$$method"; \
 	done; \
-	$(PROBE_CPU) compare --run $(COMPARE)/ijepa --run $(COMPARE)/mae --out $(COMPARE) $(COMPARE_FINETUNE); \
-	$(PROBE_CPU) reconstruct --run $(COMPARE)/mae --out $(COMPARE)/mae-reconstruction.png; \
+	$(PROBE_CPU) compare $$runs --out $(COMPARE) $(COMPARE_FINETUNE); \
+	for method in ijepa-pixels mae; do \
+	  $(PROBE_CPU) reconstruct --run $(COMPARE)/$$method --out $(COMPARE)/$$method-reconstruction.png; \
+	done; \
 	echo "compare: $$(( $$(date +%s) - started )) s wall"
 
 test: test-rust test-python

@@ -1,5 +1,5 @@
 """Opens a method comparison's summary with Python polars as it is on disk: one row per
-(method, protocol) with methods ijepa | mae | random and protocols linear | knn | finetune,
+(method, protocol) with methods ijepa | ijepa-pixels | mae | random and protocols linear | knn | finetune,
 accuracies that are fractions, and each row re-derived from the run's own predictions.
 
 Usage: python scripts/check_compare.py COMPARE_DIR
@@ -27,7 +27,7 @@ def main() -> None:
         if summary.schema.get(name) != dtype:
             fail(f"{path}: `{name}` is {summary.schema.get(name)}, expected {dtype}")
     pairs = set(summary.select("method", "protocol").iter_rows())
-    wanted = {(m, p) for m in ["ijepa", "mae", "random"] for p in ["linear", "knn", "finetune"]}
+    wanted = {(m, p) for m in ["ijepa", "ijepa-pixels", "mae", "random"] for p in ["linear", "knn", "finetune"]}
     if pairs != wanted or summary.height != len(wanted):
         fail(f"{path}: rows {sorted(pairs)}, expected one per (method, protocol) of {sorted(wanted)}")
     if not summary.select(pl.col("accuracy").is_between(0, 1).all()).item():

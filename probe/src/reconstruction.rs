@@ -80,14 +80,9 @@ impl<B: AutodiffBackend> MethodVisitor<B> for Reconstruct<'_, B> {
         let truth = patchify(batch.images.clone(), patch);
         let [_, patches, values] = truth.dims();
         let truth = floats(truth);
-        let mut seen = vec![f32::NAN; truth.len()];
-        for (image, context) in masks.context.iter().enumerate() {
-            for &patch in context {
-                let start = (image * patches + patch as usize) * values;
-                seen[start..start + values].copy_from_slice(&truth[start..start + values]);
-            }
-        }
-        let mut rebuilt = seen.clone();
+        // Predictions first, then the context over them: where a sampler had to let the
+        // context overlap a target, the figure shows what the encoder saw.
+        let mut rebuilt = vec![f32::NAN; truth.len()];
         for (block, predicted) in predicted.into_iter().enumerate() {
             let predicted = floats(predicted);
             let mut predicted = predicted.chunks_exact(values);
@@ -96,6 +91,14 @@ impl<B: AutodiffBackend> MethodVisitor<B> for Reconstruct<'_, B> {
                     let start = (image * patches + patch as usize) * values;
                     rebuilt[start..start + values].copy_from_slice(predicted.next().expect("one prediction per patch"));
                 }
+            }
+        }
+        let mut seen = vec![f32::NAN; truth.len()];
+        for (image, context) in masks.context.iter().enumerate() {
+            for &patch in context {
+                let start = (image * patches + patch as usize) * values;
+                seen[start..start + values].copy_from_slice(&truth[start..start + values]);
+                rebuilt[start..start + values].copy_from_slice(&truth[start..start + values]);
             }
         }
         let size = input.image_size_px;

@@ -2,10 +2,10 @@
 //! slice of train, then the whole evaluation (both encoders, both probes, report), checked
 //! for complete, well-formed outputs and probes that beat chance.
 //!
-//! `make compare` in small, in the same way: the compare config trained as I-JEPA and as MAE
-//! for 30 steps each, then linear, kNN and fine-tuning of both and of the random-init
-//! encoder, the summary, the bar chart and MAE's reconstruction. (One test binary for both:
-//! each more links and optimises the whole stack again.)
+//! `make compare` in small, in the same way: the compare config trained as I-JEPA, as I-JEPA
+//! with pixel targets and as MAE for 30 steps each, then linear, kNN and fine-tuning of each
+//! and of the random-init encoder, the summary, the bar chart and the reconstructions. (One
+//! test binary for both: each more links and optimises the whole stack again.)
 //!
 //! With `JEPA_INTEROP_DIR` set (as `make test` sets it), the runs are left in
 //! `$JEPA_INTEROP_DIR/{probe-demo,compare}/` for the Python polars checks that follow.
@@ -113,17 +113,20 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
     }
 }
 
+/// Every registered method, in the order `make compare` trains them.
+const METHODS: [&str; 3] = ["ijepa", "ijepa-pixels", "mae"];
+
 fn string_column(frame: &polars::prelude::DataFrame, name: &str) -> Vec<String> {
     frame.column(name).unwrap().str().unwrap().iter().map(|value| value.unwrap().to_string()).collect()
 }
 
 #[test]
-fn small_comparison_of_ijepa_mae_and_random_on_real_fashion_mnist() {
+fn small_comparison_of_every_method_and_random_on_real_fashion_mnist() {
     let (_scratch, root) = scratch_root("compare");
     let slice = real_slice(&root);
     let runs = root.join("runs");
     let mut folders = Vec::new();
-    for method in ["ijepa", "mae"] {
+    for method in METHODS {
         let config = Recipe::load(
             Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/compare-fashion.toml")),
             &[
@@ -162,14 +165,14 @@ fn small_comparison_of_ijepa_mae_and_random_on_real_fashion_mnist() {
     let out = root.join("compare-out");
     let comparison = compare::<Backend>(&folders, &out, &options, &Default::default()).unwrap();
 
-    // 3 methods × 3 protocols, with the columns the comparison promises.
+    // 3 methods and random × 3 protocols, with the columns the comparison promises.
     let summary = read(&comparison.summary);
-    assert_eq!(summary.height(), 9, "{summary}");
+    assert_eq!(summary.height(), 12, "{summary}");
     let methods = string_column(&summary, "method");
     let protocols = string_column(&summary, "protocol");
-    for method in ["ijepa", "mae", "random"] {
+    for method in METHODS.into_iter().chain(["random"]) {
         for protocol in ["linear", "knn", "finetune"] {
-            let rows = (0..9).filter(|&row| methods[row] == method && protocols[row] == protocol).count();
+            let rows = (0..12).filter(|&row| methods[row] == method && protocols[row] == protocol).count();
             assert_eq!(rows, 1, "{method} {protocol}:\n{summary}");
         }
     }
@@ -184,6 +187,7 @@ fn small_comparison_of_ijepa_mae_and_random_on_real_fashion_mnist() {
     let objectives = string_column(&summary, "objective");
     assert!(objectives.iter().zip(&methods).all(|(objective, method)| match method.as_str() {
         "ijepa" => objective == "ijepa smooth_l1",
+        "ijepa-pixels" => objective == "ijepa-pixels norm_pix",
         "mae" => objective == "mae norm_pix",
         _ => objective == "none",
     }));
@@ -193,7 +197,7 @@ fn small_comparison_of_ijepa_mae_and_random_on_real_fashion_mnist() {
 
     // Fine-tuning evaluated every test image once, and chose from 2 lrs × 2 epochs on 100
     // validation images carved from its 1,000.
-    let mae = &folders[1];
+    let mae = &folders[2];
     let predictions = read(&mae.folder.probe_dir().join("predictions").join("pretrained-finetune.parquet"));
     assert_eq!(predictions.height() as u64, TEST_IMAGES);
     let selection = read(&mae.folder.probe_dir().join("selection").join("pretrained-finetune.parquet"));
@@ -214,6 +218,35 @@ fn small_comparison_of_ijepa_mae_and_random_on_real_fashion_mnist() {
     let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
     let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
     assert_eq!((width, height), (3 * 112 + 4 * 6, 4 * 112 + 5 * 6));
+
+    // I-JEPA with pixel targets draws what its predictor puts in the target blocks: the
+    // context as it was, every target patch predicted, grey elsewhere.
+    let pixels = &folders[1];
+    let rows = jepa_probe::reconstruction::reconstruct::<Backend>(pixels, None, 4, &Default::default()).unwrap();
+    let masks = pixels.recipe.method_info().masks().sample_batch(pixels.recipe.seed(), 0, 0, 4);
+    let patch_of = |index: usize| ((index / 28 / 4) * 7 + (index % 28) / 4) as u32;
+    for (row, pictures) in rows.iter().enumerate() {
+        let [original, seen, rebuilt] = [&pictures[0], &pictures[1], &pictures[2]];
+        let targets: Vec<u32> = masks.targets[row].iter().flatten().copied().collect();
+        let mut predicted_differs = false;
+        for index in 0..28 * 28 {
+            let patch = patch_of(index);
+            if masks.context[row].contains(&patch) {
+                assert_eq!(
+                    (seen.pixels[index], rebuilt.pixels[index]),
+                    (original.pixels[index], original.pixels[index])
+                );
+            } else {
+                assert_eq!(seen.pixels[index], [128; 3], "outside the context the encoder saw nothing");
+                if targets.contains(&patch) {
+                    predicted_differs |= rebuilt.pixels[index] != original.pixels[index];
+                } else {
+                    assert_eq!(rebuilt.pixels[index], [128; 3], "no prediction outside the targets");
+                }
+            }
+        }
+        assert!(predicted_differs, "row {row}: the target patches are predictions, not copies");
+    }
 
     // An I-JEPA run predicts features: it has no reconstruction figure.
     let error =

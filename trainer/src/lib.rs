@@ -16,6 +16,7 @@
 //! - [`batch`]: a loader batch on the device;
 //! - [`method`]: the seam: what a method brings, and seeded model init;
 //! - [`ijepa`]: I-JEPA: multi-block masks, predictor, EMA target encoder, loss in feature space;
+//! - [`ijepa_pixels`]: I-JEPA's masks and predictor with pixel targets, no teacher;
 //! - [`mae`]: MAE: random masks, pixel decoder, `norm_pix` and L1 losses;
 //! - [`registry`]: the methods a run config can name;
 //! - [`recipe`]: a run config checked in one place, with its typed parts;
@@ -36,6 +37,7 @@ pub mod config;
 pub mod device;
 pub mod ema;
 pub mod ijepa;
+pub mod ijepa_pixels;
 pub mod mae;
 pub mod method;
 pub mod optim;

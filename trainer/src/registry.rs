@@ -91,5 +91,6 @@ fn in_section(error: SectionError, section: &str) -> ConfigError {
 
 methods! {
     IJepa => crate::ijepa::IJepaMethod,
+    IJepaPixels => crate::ijepa_pixels::IJepaPixelsMethod,
     Mae => crate::mae::MaeMethod,
 }

@@ -86,6 +86,30 @@ fn a_resumed_mae_run_continues_the_same_loss_curve() {
     assert!(log.contains("started at step 0 of 3 (mae;") && log.contains("resumed at step 3 of 8 (mae;"), "{log}");
 }
 
+/// The overrides that turn [`RUN`] into an I-JEPA run with pixel targets, on the same grid.
+const IJEPA_PIXELS: [&str; 3] = [
+    "method=ijepa-pixels",
+    "ijepa-pixels.predictor={ dim = 16, depth = 1, heads = 2 }",
+    "ijepa-pixels.masks={ num_targets = 2, min_keep = 2 }",
+];
+
+#[test]
+fn a_resumed_ijepa_pixels_run_continues_the_same_loss_curve() {
+    let dir = resume_matches_an_uninterrupted_run(&IJEPA_PIXELS);
+    // No target encoder; the shared columns and the masks' relaxations.
+    let checkpoint = dir.path().join("runs/split/checkpoints/step-00000008");
+    assert!(checkpoint.join("model.bin").is_file() && checkpoint.join("optimizer.bin").is_file());
+    assert!(!checkpoint.join("target_encoder.bin").exists());
+    let table = MetricsTable::read(&dir.path().join("runs/split/metrics.parquet")).unwrap();
+    let mut expected: Vec<&str> = METRIC_COLUMNS.to_vec();
+    expected.push("relaxed_masks");
+    assert_eq!(table.columns, expected);
+    let log = std::fs::read_to_string(dir.path().join("runs/split/train.log")).unwrap();
+    assert!(log.contains("(ijepa-pixels;"), "{log}");
+    let resolved = std::fs::read_to_string(dir.path().join("runs/split/config.toml")).unwrap();
+    assert!(resolved.contains("[ijepa-pixels.predictor]") && !resolved.contains("[ijepa.predictor]"), "{resolved}");
+}
+
 /// Trains 8 steps in one go and as 3 + 5 with a resume, with `method` overrides; returns
 /// the folder holding both runs.
 fn resume_matches_an_uninterrupted_run(method: &[&str]) -> tempfile::TempDir {
@@ -328,10 +352,13 @@ fn resuming_a_finished_run_reports_it_and_trains_nothing() {
 /// Here rather than among the library's unit tests: those build unseeded models on other
 /// threads, whose draws from Burn's one process-wide RNG would interleave with these.
 #[test]
-fn ijepa_and_mae_runs_with_one_seed_start_from_one_encoder() {
+fn every_method_with_one_seed_starts_from_one_encoder() {
+    use burn::module::AutodiffModule;
     use burn::tensor::{Tensor, TensorData};
     use jepa_trainer::ijepa::IJepa;
+    use jepa_trainer::ijepa_pixels::{IJepaPixelsMethod, IJepaPixelsSettings};
     use jepa_trainer::mae::Mae;
+    use jepa_trainer::method::{Method, MethodSection};
     use jepa_trainer::predictor::PredictorConfig;
     use jepa_trainer::vit::{VisionTransformer, VitConfig};
     type Plain = NdArray<f32>;
@@ -344,6 +371,12 @@ fn ijepa_and_mae_runs_with_one_seed_start_from_one_encoder() {
     let ijepa = output(IJepa::<Plain>::seeded(&encoder, &narrow, 7, &device).context_encoder);
     let mae = output(Mae::<Plain>::seeded(&encoder, &narrow, 7, &device).encoder);
     assert_eq!(ijepa, mae);
+    // A 4×4 grid: the context must be allowed to keep as few as 2 patches.
+    let masks = jepa_shared::MaskConfig { min_keep: 2, ..Default::default() };
+    let section = toml::Value::try_from(IJepaPixelsSettings { predictor: narrow.clone(), masks }).unwrap();
+    let pixels = IJepaPixelsMethod::from_section(Some(&section), &encoder).unwrap();
+    let pixels = Method::<Autodiff<Plain>>::init(&pixels, 7, &device);
+    assert_eq!(output(pixels.context_encoder.valid()), ijepa);
     let other_seed = output(Mae::<Plain>::seeded(&encoder, &narrow, 8, &device).encoder);
     assert_ne!(ijepa, other_seed);
 }
