@@ -74,6 +74,31 @@ struct FeatureArgs {
     threads: Option<usize>,
 }
 
+/// Features, protocols and both frozen probes: what `probe all` and `probe compare` run.
+#[derive(Args)]
+struct EvaluateArgs {
+    #[command(flatten)]
+    features: FeatureArgs,
+    /// Protocols to run (default: all the dataset supports)
+    #[arg(long = "protocol")]
+    protocols: Vec<String>,
+    #[command(flatten)]
+    linear: LinearArgs,
+    #[command(flatten)]
+    knn: KnnArgs,
+}
+
+impl EvaluateArgs {
+    fn options(&self, quiet: bool) -> EvaluateOptions {
+        EvaluateOptions {
+            features: self.features.options(quiet),
+            linear: self.linear.settings(),
+            knn: self.knn.settings(),
+            protocols: self.protocols.clone(),
+        }
+    }
+}
+
 #[derive(Args)]
 struct LinearArgs {
     /// Learning rates to try on the validation part of train
@@ -195,13 +220,7 @@ enum Command {
         #[arg(long)]
         quiet: bool,
         #[command(flatten)]
-        features: FeatureArgs,
-        #[arg(long = "protocol")]
-        protocols: Vec<String>,
-        #[command(flatten)]
-        linear: LinearArgs,
-        #[command(flatten)]
-        knn: KnnArgs,
+        evaluate: EvaluateArgs,
         #[command(flatten)]
         finetune: FinetuneArgs,
     },
@@ -226,13 +245,7 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
         #[command(flatten)]
-        features: FeatureArgs,
-        #[arg(long = "protocol")]
-        protocols: Vec<String>,
-        #[command(flatten)]
-        linear: LinearArgs,
-        #[command(flatten)]
-        knn: KnnArgs,
+        evaluate: EvaluateArgs,
         /// Fail unless the pretrained encoder's linear-probe accuracy beats the random-init one's
         #[arg(long)]
         require_pretrained_better: bool,
@@ -240,24 +253,32 @@ enum Command {
 }
 
 fn open(args: &RunArgs) -> anyhow::Result<Run> {
-    let mut run = Run::open(&args.run)?;
-    for note in run.recipe.notes() {
-        eprintln!("note: {}: {note}", run.folder.config().display());
-    }
+    let mut run = open_root(&args.run)?;
     if let Some(dataset) = &args.dataset {
         run.recipe.set_dataset(dataset);
     }
     Ok(run)
 }
 
-fn feature_options(args: &FeatureArgs, run: &RunArgs) -> FeatureOptions {
-    FeatureOptions {
-        checkpoint: args.checkpoint.clone(),
-        layers: args.layers,
-        batch_size: args.batch_size,
-        threads: args.threads.unwrap_or(FeatureOptions::default().threads),
-        progress: !run.quiet,
+impl FeatureArgs {
+    fn options(&self, quiet: bool) -> FeatureOptions {
+        FeatureOptions {
+            checkpoint: self.checkpoint.clone(),
+            layers: self.layers,
+            batch_size: self.batch_size,
+            threads: self.threads.unwrap_or(FeatureOptions::default().threads),
+            progress: !quiet,
+        }
     }
+}
+
+/// Opens a run folder, with a note for every field its config holds in an older place.
+fn open_root(root: &std::path::Path) -> anyhow::Result<Run> {
+    let run = Run::open(root)?;
+    for note in run.recipe.notes() {
+        eprintln!("note: {}: {note}", run.folder.config().display());
+    }
+    Ok(run)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -267,7 +288,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Features { run: args, encoder, features } => {
             let run = open(&args)?;
-            for path in write_features::<Train>(&run, encoder, &feature_options(&features, &args), &device)? {
+            for path in write_features::<Train>(&run, encoder, &features.options(args.quiet), &device)? {
                 println!("{}", path.display());
             }
         }
@@ -296,18 +317,9 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Compare { runs, out, quiet, features, protocols, linear, knn, finetune } => {
-            let args = RunArgs { run: runs[0].clone(), dataset: None, quiet };
-            let runs: Vec<Run> = runs.iter().map(|run| Run::open(run)).collect::<Result<_, _>>()?;
-            let options = CompareOptions {
-                evaluate: EvaluateOptions {
-                    features: feature_options(&features, &args),
-                    linear: linear.settings(),
-                    knn: knn.settings(),
-                    protocols,
-                },
-                finetune: finetune.settings(),
-            };
+        Command::Compare { runs, out, quiet, evaluate, finetune } => {
+            let runs: Vec<Run> = runs.iter().map(|root| open_root(root)).collect::<Result<_, _>>()?;
+            let options = CompareOptions { evaluate: evaluate.options(quiet), finetune: finetune.settings() };
             let comparison = compare::<Train>(&runs, &out, &options, &device)?;
             println!("{}", markdown_table(&comparison.rows));
             println!("summary: {}\nchart: {}", comparison.summary.display(), comparison.chart.display());
@@ -321,15 +333,9 @@ fn main() -> anyhow::Result<()> {
             let report = write_report(&open(&args)?)?;
             print_report(&report);
         }
-        Command::All { run: args, features, protocols, linear, knn, require_pretrained_better } => {
+        Command::All { run: args, evaluate, require_pretrained_better } => {
             let run = open(&args)?;
-            let options = EvaluateOptions {
-                features: feature_options(&features, &args),
-                linear: linear.settings(),
-                knn: knn.settings(),
-                protocols,
-            };
-            let report = evaluate_all::<Train>(&run, &options, &device)?;
+            let report = evaluate_all::<Train>(&run, &evaluate.options(args.quiet), &device)?;
             print_report(&report);
             if require_pretrained_better {
                 require_better(&report)?;
