@@ -1,5 +1,9 @@
 //! The training loop end to end on a small fixture dataset: run folder contents, exact
-//! resume, schedules in the metrics table, and the stop on a non-finite loss.
+//! resume, schedules in the metrics table, and the stop on a non-finite loss; and the
+//! I-JEPA objective on fixed tensors (`objective`). One test binary, so Burn's generic code
+//! is compiled once for both.
+
+mod objective;
 
 use std::path::Path;
 
