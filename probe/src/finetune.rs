@@ -336,7 +336,8 @@ mod tests {
     fn fine_tuning_learns_and_keeps_the_best_validation_epoch() {
         let device = Default::default();
         let vit = VitConfig::preset("nano", 8, 4, 1).unwrap();
-        let encoder = vit.init::<B>(&device);
+        // A seeded encoder: an unseeded one is a different network every run.
+        let encoder = jepa_trainer::method::seeded(7, &device, || vit.init::<B>(&device));
         let input = ImageInput { image_size_px: 8, channels: 1, pixel_mean: vec![0.5], pixel_std: vec![0.25] };
         let settings = FinetuneSettings {
             learning_rates: vec![0.0, 1e-2],
@@ -360,8 +361,7 @@ mod tests {
         let test = halves(300, 2);
         let predicted = classifier.predict(&test);
         let correct = predicted.iter().zip(&test.labels).filter(|(p, l)| p == l).count();
-        // Chance is 50%. Training on several threads moves the result by a few images from
-        // run to run (270 of 300 has been seen), so the bar sits below that spread.
-        assert!(correct as f64 / test.len() as f64 > 0.85, "{correct} of {}", test.len());
+        // Chance is 50%.
+        assert!(correct as f64 / test.len() as f64 > 0.9, "{correct} of {}", test.len());
     }
 }
