@@ -9,14 +9,25 @@ VENV ?= .venv
 PYTHON ?= $(VENV)/bin/python
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-INGEST_RELEASE = $(CARGO) run --release --quiet -p jepa-ingest --bin ingest --
-TRAIN_CPU = $(CARGO) run --release --quiet -p jepa-trainer --bin train --
-TRAIN_CUDA = $(CARGO) run --release --quiet -p jepa-trainer --features cuda --bin train --
-PROBE_CPU = $(CARGO) run --release --quiet -p jepa-probe --bin probe --
-PROBE_CUDA = $(CARGO) run --release --quiet -p jepa-probe --features cuda --bin probe --
+# The three binaries are built by one cargo command, so the crates they share are compiled
+# once, with one feature set; the targets then run them from the target folder.
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+BINARIES = -p jepa-ingest -p jepa-trainer -p jepa-probe --bins
+BUILD_CPU = $(CARGO) build --release --quiet $(BINARIES)
+BUILD_CUDA = $(CARGO) build --release --quiet $(BINARIES) --features jepa-trainer/cuda,jepa-probe/cuda
+INGEST_RELEASE = $(BUILD_CPU) && $(TARGET_DIR)/release/ingest
+TRAIN_CPU = $(BUILD_CPU) && $(TARGET_DIR)/release/train
+TRAIN_CUDA = $(BUILD_CUDA) && $(TARGET_DIR)/release/train
+PROBE_CPU = $(BUILD_CPU) && $(TARGET_DIR)/release/probe
+PROBE_CUDA = $(BUILD_CUDA) && $(TARGET_DIR)/release/probe
 RUNS ?= runs
+# `make bench-train`'s PyTorch side: the eager reference, in a venv of its own (torch is large).
+TORCH_REFERENCE ?= ../shared/bench/ref_ijepa_torch.py
+BENCH_VENV ?= .venv-bench
+# The kit that builds and runs the CUDA binary on a lent GPU machine (`make bench-gpu`).
+GPU_KIT ?= ../shared/gpu
 
-.PHONY: help setup ingest ingest-fashion masks train train-demo probe probe-demo demo compare test test-rust test-python check-cuda lint bench bench-ingest bench-loader bench-train bench-probe clean
+.PHONY: help setup build ingest ingest-fashion masks train train-demo probe probe-demo demo compare test test-rust test-python check-cuda lint bench bench-ingest bench-loader bench-train bench-probe bench-gpu clean
 
 help:
 	@echo "make setup           Debian's Fashion-MNIST package and a Python venv with polars + pyarrow"
@@ -33,8 +44,9 @@ help:
 	@echo "make lint            rustfmt and clippy"
 	@echo "make bench-ingest    ingest throughput against a plain copy on the same disk"
 	@echo "make bench-loader    prefetcher images/s (STL-10 and Fashion-MNIST recipes) against a plain copy"
-	@echo "make bench-train     training steps/s and peak memory on the CPU, ndarray against flex"
+	@echo "make bench-train     the CPU training step and feature extraction beside PyTorch eager's, as a ratio"
 	@echo "make bench-probe     frozen-encoder feature extraction images/s by batch size and threads"
+	@echo "make bench-gpu       build the CUDA binary for a GPU machine and say how to run it there"
 	@echo "make check-cuda      type-check the CUDA build (no GPU needed)"
 
 setup:
@@ -133,11 +145,25 @@ bench-ingest:
 bench-loader:
 	FASHION_MNIST_DIR=$(FASHION_MNIST_DIR) $(CARGO) bench -p jepa-shared --bench loader
 
-bench-train:
-	$(CARGO) bench -p jepa-trainer --features flex --bench train
+# jepa-stream's step, then PyTorch eager's on the same case, threads and batch, and the ratio.
+bench-train: $(BENCH_VENV)/.torch
+	BENCH_TORCH_PYTHON=$(BENCH_VENV)/bin/python BENCH_TORCH_REFERENCE=$(TORCH_REFERENCE) \
+	  $(CARGO) bench -p jepa-trainer --bench train
+
+$(BENCH_VENV)/.torch:
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q torch numpy
+	touch $@
 
 bench-probe:
 	$(CARGO) bench -p jepa-probe --bench features
+
+# The CUDA `train` for a lent GPU machine, built and packed into .gpu/ by the kit, which
+# expects its build under ./target.
+bench-gpu:
+	CARGO_TARGET_DIR=$(CURDIR)/target bash $(GPU_KIT)/prepare.sh
+	@echo "On the GPU machine, from a copy of this folder with .gpu/ beside it: bash .gpu/device.sh"
+	@echo "(see $(GPU_KIT)/README.md; it prints images/s, GPU memory and PyTorch's f32 and bf16 figures)"
 
 clean:
 	rm -rf target/interop

@@ -1,20 +1,28 @@
-//! `make bench-train`: optimizer steps per second on the CPU, and the peak memory they
-//! need, for
+//! `make bench-train`: jepa-stream's CPU training step beside PyTorch's, case by case.
 //!
-//! - the Fashion-MNIST demo model (`configs/demo-fashion.toml`: ViT `micro` at 28 px, 4 px
-//!   patches, predictor 48 × 2, batch 64), by I-JEPA and by MAE (decoder 48 × 2, as in
-//!   `configs/compare-fashion.toml`);
-//! - ViT-Tiny at 96 px with 8 px patches (predictor 96 × 2), batch 16,
+//! For each case it times jepa-stream's own [`optimizer_step`] on real masks (inputs are
+//! random pixels: speed does not depend on them), then, when a PyTorch reference is given,
+//! runs it on the same case, threads and batch size, and prints both and the ratio
+//! `jepa-stream img/s ÷ PyTorch img/s`:
 //!
-//! on Burn's `ndarray` backend and, when built with `--features flex`, on `flex`. Each step
-//! is the training loop's own [`optimizer_step`] on real masks; inputs are random pixels
-//! (speed does not depend on them). Peak memory is the process's peak resident set, reset
-//! before each measurement.
+//! - `demo`: the Fashion-MNIST demo (`configs/demo-fashion.toml`: ViT `micro` at 28 px,
+//!   4 px patches, predictor 48 × 2, batch 64);
+//! - `demo-mae`: MAE on the same encoder (decoder 48 × 2, `configs/compare-fashion.toml`);
+//!   the reference has no MAE, so this line has no ratio;
+//! - `tiny`: ViT-Tiny at 96 px with 8 px patches, predictor 96 × 2, batch 16;
+//! - `forward`: the probe's job, the frozen `micro` encoder's forward pass over whole
+//!   images, average-pooled, batch 64, no autodiff.
+//!
+//! Environment: `BENCH_TRAIN_STEPS` (timed steps, default 5), `BENCH_TRAIN_CASES`
+//! (comma-separated case names, default all), `BENCH_TORCH_PYTHON` and `BENCH_TORCH_REFERENCE`
+//! (the Python with torch, and the reference script; without both only jepa-stream's side is
+//! printed). Peak memory is the process's peak resident set, reset before each case.
 
+use std::process::Command;
 use std::time::Instant;
 
-use burn::backend::Autodiff;
-use burn::tensor::backend::AutodiffBackend;
+use burn::backend::{Autodiff, NdArray};
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use jepa_shared::rng::KeyedRng;
 use jepa_shared::{MaskConfig, MultiBlockMasks, RandomMasks};
@@ -27,24 +35,40 @@ use jepa_trainer::registry::AnyMethod;
 use jepa_trainer::step::{StepOutcome, StepSettings, fresh, optimizer_step};
 use jepa_trainer::vit::VitConfig;
 
-struct Case {
-    label: &'static str,
-    method: AnyMethod,
-    encoder: VitConfig,
-    batch: usize,
+type Cpu = NdArray<f32>;
+
+/// As the binaries (`src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+enum Work {
+    /// One optimizer step of a method.
+    Step(Box<AnyMethod>),
+    /// The frozen encoder's forward pass, average-pooled.
+    Forward,
 }
 
-fn ijepa(encoder: &VitConfig, predictor: PredictorConfig, min_keep: usize) -> AnyMethod {
+struct Case {
+    name: &'static str,
+    label: &'static str,
+    work: Work,
+    encoder: VitConfig,
+    batch: usize,
+    /// The reference's arguments for the same work, if it has it.
+    torch_args: Option<&'static [&'static str]>,
+}
+
+fn ijepa(encoder: &VitConfig, predictor: PredictorConfig, min_keep: usize) -> Work {
     let masks = MaskConfig { min_keep, ..MaskConfig::default() };
     let settings = IJepaSettings { predictor, masks: masks.clone(), ..IJepaSettings::default() };
     let masks = MultiBlockMasks::new(masks, encoder.grid(), encoder.grid()).expect("masks fit");
-    AnyMethod::IJepa(IJepaMethod { encoder: encoder.clone(), settings, masks })
+    Work::Step(Box::new(AnyMethod::IJepa(IJepaMethod { encoder: encoder.clone(), settings, masks })))
 }
 
-fn mae(encoder: &VitConfig, decoder: PredictorConfig) -> AnyMethod {
+fn mae(encoder: &VitConfig, decoder: PredictorConfig) -> Work {
     let masks = RandomMasks::new(0.75, encoder.grid(), encoder.grid()).expect("masks fit");
     let settings = MaeSettings { decoder, ..MaeSettings::default() };
-    AnyMethod::Mae(MaeMethod { encoder: encoder.clone(), settings, masks })
+    Work::Step(Box::new(AnyMethod::Mae(MaeMethod { encoder: encoder.clone(), settings, masks })))
 }
 
 fn cases() -> Vec<Case> {
@@ -52,48 +76,112 @@ fn cases() -> Vec<Case> {
     let tiny = VitConfig::preset("tiny", 96, 8, 3).unwrap();
     vec![
         Case {
-            label: "demo I-JEPA: micro ViT, 28 px / 4, batch 64",
-            method: ijepa(&micro, PredictorConfig { dim: 48, depth: 2, heads: 3 }, 4),
+            name: "demo",
+            label: "I-JEPA step, micro ViT 28 px / 4, batch 64",
+            work: ijepa(&micro, PredictorConfig { dim: 48, depth: 2, heads: 3 }, 4),
             encoder: micro.clone(),
             batch: 64,
+            torch_args: Some(&["--case", "demo"]),
         },
         Case {
-            label: "demo MAE: micro ViT, 28 px / 4, batch 64",
-            method: mae(&micro, PredictorConfig { dim: 48, depth: 2, heads: 3 }),
-            encoder: micro,
+            name: "demo-mae",
+            label: "MAE step, micro ViT 28 px / 4, batch 64",
+            work: mae(&micro, PredictorConfig { dim: 48, depth: 2, heads: 3 }),
+            encoder: micro.clone(),
             batch: 64,
+            torch_args: None,
         },
         Case {
-            label: "I-JEPA ViT-Tiny, 96 px / 8, batch 16",
-            method: ijepa(&tiny, PredictorConfig { dim: 96, depth: 2, heads: 3 }, 10),
+            name: "tiny",
+            label: "I-JEPA step, ViT-Tiny 96 px / 8, batch 16",
+            work: ijepa(&tiny, PredictorConfig { dim: 96, depth: 2, heads: 3 }, 10),
             encoder: tiny,
             batch: 16,
+            torch_args: Some(&["--case", "tiny"]),
+        },
+        Case {
+            name: "forward",
+            label: "features, micro ViT forward, batch 64",
+            work: Work::Forward,
+            encoder: micro,
+            batch: 64,
+            torch_args: Some(&["--mode", "forward", "--case", "demo"]),
         },
     ]
 }
 
 fn main() {
     let steps: usize = std::env::var("BENCH_TRAIN_STEPS").ok().and_then(|n| n.parse().ok()).unwrap_or(5);
-    println!(
-        "{steps} timed steps after one warm-up step; {} cores",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
-    println!("{:<8} {:<45} {:>10} {:>10} {:>14}", "backend", "model", "s/step", "images/s", "peak RSS MiB");
+    let only: Option<Vec<String>> =
+        std::env::var("BENCH_TRAIN_CASES").ok().map(|names| names.split(',').map(str::to_owned).collect());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let torch = torch_reference();
+    println!("{steps} timed steps after one warm-up step; {threads} threads on both sides");
+    if torch.is_none() {
+        println!("(no PyTorch reference: set BENCH_TORCH_PYTHON and BENCH_TORCH_REFERENCE, or run `make bench-train`)");
+    }
+    println!("{:<10} {:<44} {:>9} {:>9} {:>9} {:>7}", "side", "case", "s/step", "images/s", "peak MiB", "ratio");
     for case in cases() {
-        measure::<Autodiff<burn::backend::NdArray<f32>>>("ndarray", &case, steps);
-        #[cfg(feature = "flex")]
-        measure::<Autodiff<burn::backend::Flex>>("flex", &case, steps);
+        if only.as_ref().is_some_and(|names| !names.iter().any(|name| name == case.name)) {
+            continue;
+        }
+        reset_peak_memory();
+        let seconds = match &case.work {
+            Work::Step(method) => {
+                method.visit(SecondsPerStep::<Autodiff<Cpu>> { case: &case, steps, _backend: Default::default() })
+            }
+            Work::Forward => seconds_per_forward(&case, steps * 4),
+        };
+        let ours = case.batch as f64 / seconds;
+        println!("{:<10} {:<44} {seconds:>9.4} {ours:>9.1} {:>9.0}", "jepa", case.label, peak_memory_mib());
+        if let (Some((python, script)), Some(args)) = (&torch, case.torch_args) {
+            match run_torch(python, script, args, steps, threads) {
+                Ok((seconds, theirs)) => println!(
+                    "{:<10} {:<44} {seconds:>9.4} {theirs:>9.1} {:>9} {:>7.2}",
+                    "pytorch",
+                    case.label,
+                    "",
+                    ours / theirs
+                ),
+                Err(problem) => println!("{:<10} {:<44} failed: {problem}", "pytorch", case.label),
+            }
+        }
     }
 }
 
-fn measure<B: AutodiffBackend>(backend: &str, case: &Case, steps: usize) {
-    let per_step = case.method.visit(SecondsPerStep::<B> { case, steps, _backend: Default::default() });
-    println!(
-        "{backend:<8} {:<45} {per_step:>10.3} {:>10.1} {:>14.0}",
-        case.label,
-        case.batch as f64 / per_step,
-        peak_memory_mib()
-    );
+/// The Python with torch and the reference script, when both are given and exist.
+fn torch_reference() -> Option<(String, String)> {
+    let python = std::env::var("BENCH_TORCH_PYTHON").ok()?;
+    let script = std::env::var("BENCH_TORCH_REFERENCE").ok()?;
+    if !std::path::Path::new(&script).is_file() {
+        println!("(PyTorch reference {script} not found)");
+        return None;
+    }
+    Some((python, script))
+}
+
+/// Runs the reference on one case; returns its seconds per step and images per second,
+/// read from its `…: S s/step, N img/s …` line.
+fn run_torch(python: &str, script: &str, args: &[&str], steps: usize, threads: usize) -> Result<(f64, f64), String> {
+    let output = Command::new(python)
+        .arg(script)
+        .args(args)
+        .args(["--steps", &steps.to_string(), "--threads", &threads.to_string()])
+        .output()
+        .map_err(|error| format!("{python}: {error}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(stderr.lines().last().unwrap_or("exited with an error").to_owned());
+    }
+    let line = stdout.lines().find(|line| line.starts_with("torch ")).ok_or("no result line")?;
+    let number_before = |unit: &str| -> Option<f64> {
+        let end = line.find(unit)?;
+        line[..end].trim_end().rsplit([' ', ',']).next()?.parse().ok()
+    };
+    let seconds = number_before(" s/").ok_or_else(|| format!("unreadable: {line}"))?;
+    let images = number_before(" img/s").ok_or_else(|| format!("unreadable: {line}"))?;
+    Ok((seconds, images))
 }
 
 /// Mean seconds of the timed optimizer steps of one case.
@@ -107,13 +195,14 @@ impl<B: AutodiffBackend> MethodVisitor<B> for SecondsPerStep<'_, B> {
     type Output = f64;
 
     fn visit<M: Method<B>>(self, method: &M) -> f64 {
-        reset_peak_memory();
         let device = B::Device::default();
         let mut parts = fresh::<B, M>(method, method.init(0, &device));
         let settings = StepSettings { lr: 1e-4, weight_decay: 0.04, ema_momentum: Some(0.996), grad_clip: None };
         let mut seconds = 0.0;
         for step in 0..=self.steps {
-            let batch = random_batch::<B, M>(method, &self.case.encoder, self.case.batch, step as u64, &device);
+            let images = random_images::<B>(&self.case.encoder, self.case.batch, step as u64, &device);
+            let masks = method.masks().sample_batch(step as u64, 0, (step * self.case.batch) as u64, self.case.batch);
+            let batch = DeviceBatch::with_masks(images, &masks, &device);
             let started = Instant::now();
             parts = match optimizer_step(method, parts, &[batch], &settings) {
                 StepOutcome::Applied(parts, _) => *parts,
@@ -127,19 +216,28 @@ impl<B: AutodiffBackend> MethodVisitor<B> for SecondsPerStep<'_, B> {
     }
 }
 
-fn random_batch<B: AutodiffBackend, M: Method<B>>(
-    method: &M,
-    encoder: &VitConfig,
-    batch: usize,
-    seed: u64,
-    device: &B::Device,
-) -> DeviceBatch<B> {
+/// Mean seconds of one frozen forward pass over a batch, pooled to one feature per image.
+fn seconds_per_forward(case: &Case, repeats: usize) -> f64 {
+    let device = Default::default();
+    let encoder = case.encoder.init::<Cpu>(&device);
+    let images = random_images::<Cpu>(&case.encoder, case.batch, 0, &device);
+    let mut seconds = 0.0;
+    for repeat in 0..repeats + 2 {
+        let started = Instant::now();
+        let features = encoder.forward(images.clone(), None).mean_dim(1).into_data();
+        std::hint::black_box(features);
+        if repeat >= 2 {
+            seconds += started.elapsed().as_secs_f64();
+        }
+    }
+    seconds / repeats as f64
+}
+
+fn random_images<B: Backend>(encoder: &VitConfig, batch: usize, seed: u64, device: &B::Device) -> Tensor<B, 4> {
     let (channels, size) = (encoder.channels, encoder.image_size_px);
     let mut rng = KeyedRng::new(&[seed]);
     let pixels: Vec<f32> = (0..batch * channels * size * size).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
-    let masks = method.masks().sample_batch(seed, 0, seed * batch as u64, batch);
-    let images = Tensor::<B, 4>::from_data(TensorData::new(pixels, [batch, channels, size, size]), device);
-    DeviceBatch::with_masks(images, &masks, device)
+    Tensor::from_data(TensorData::new(pixels, [batch, channels, size, size]), device)
 }
 
 /// Writing 5 to `clear_refs` resets the peak resident set (Linux).

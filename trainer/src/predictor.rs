@@ -7,7 +7,9 @@
 //! blocks run over [context, mask tokens]; the mask tokens' outputs are projected back to
 //! the encoder's width. All target blocks run in one pass, stacked along the batch.
 
-use crate::vit::{Block, BlockConfig, VitConfig, gather_tokens, layer_norm, linear, sincos_pos_embed};
+use crate::vit::{
+    Block, BlockConfig, VitConfig, gather_tokens, layer_norm, linear, normed, per_token, sincos_pos_embed,
+};
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, Linear};
 use burn::tensor::backend::Backend;
@@ -84,7 +86,7 @@ impl<B: Backend> Predictor<B> {
         let [rows, target_len] = targets.dims();
         let tokens = self.tokens(context, targets);
         let predicted = tokens.slice([0..rows, kept..kept + target_len]);
-        self.proj.forward(predicted).chunk(blocks, 0)
+        per_token(&self.proj, predicted).chunk(blocks, 0)
     }
 
     /// One query set over the context, with an output for every token: `[batch, k + t,
@@ -95,7 +97,7 @@ impl<B: Backend> Predictor<B> {
         context_idx: Tensor<B, 2, Int>,
         query_idx: Tensor<B, 2, Int>,
     ) -> Tensor<B, 3> {
-        self.proj.forward(self.tokens(self.embed_context(context, context_idx), query_idx))
+        per_token(&self.proj, self.tokens(self.embed_context(context, context_idx), query_idx))
     }
 
     /// Sin-cos embeddings of `indices` (`[rows, k]`) at the predictor's width.
@@ -107,7 +109,7 @@ impl<B: Backend> Predictor<B> {
 
     /// Context tokens at the predictor's width, with their positions.
     fn embed_context(&self, context: Tensor<B, 3>, context_idx: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.embed.forward(context) + self.positions(context_idx)
+        per_token(&self.embed, context) + self.positions(context_idx)
     }
 
     /// Embedded context + mask tokens at `query_idx`, through the blocks and the final norm.
@@ -119,7 +121,7 @@ impl<B: Backend> Predictor<B> {
         for block in &self.blocks {
             tokens = block.forward(tokens);
         }
-        self.norm.forward(tokens)
+        normed(&self.norm, tokens)
     }
 }
 

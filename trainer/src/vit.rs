@@ -10,12 +10,11 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
+
+use crate::fused::{self, gelu, self_attention};
 
 /// The official code's LayerNorm epsilon.
 const LAYER_NORM_EPSILON: f64 = 1e-6;
@@ -138,10 +137,10 @@ impl<B: Backend> VisionTransformer<B> {
         for (layer, block) in self.blocks.iter().enumerate() {
             tokens = block.forward(tokens);
             if layer >= first_kept && layer + 1 < self.blocks.len() {
-                outputs.push(self.norm.forward(tokens.clone()));
+                outputs.push(normed(&self.norm, tokens.clone()));
             }
         }
-        outputs.push(self.norm.forward(tokens));
+        outputs.push(normed(&self.norm, tokens));
         outputs
     }
 
@@ -222,25 +221,30 @@ impl BlockConfig {
 
 impl<B: Backend> Block<B> {
     pub fn forward(&self, tokens: Tensor<B, 3>) -> Tensor<B, 3> {
-        let tokens = tokens.clone() + self.attention(self.norm1.forward(tokens));
-        let hidden = gelu(self.fc1.forward(self.norm2.forward(tokens.clone())));
-        tokens + self.fc2.forward(hidden)
+        let tokens = tokens.clone() + self.attention(normed(&self.norm1, tokens));
+        let hidden = gelu(per_token(&self.fc1, normed(&self.norm2, tokens.clone())));
+        tokens + per_token(&self.fc2, hidden)
     }
 
     fn attention(&self, tokens: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [batch, length, dim] = tokens.dims();
-        let head_dim = dim / self.heads;
-        let split = |tensor: Tensor<B, 3>| tensor.reshape([batch, length, self.heads, head_dim]).swap_dims(1, 2);
-        let mut qkv = self.qkv.forward(tokens).chunk(3, 2);
-        let value = split(qkv.pop().expect("v"));
-        let key = split(qkv.pop().expect("k"));
-        let query = split(qkv.pop().expect("q"));
-        // Burn's fused attention (falls back to matmul + softmax where a backend has no
-        // kernel). No mask: every sequence in a batch has the same length. Were one ever
-        // passed, `true` means *ignore* in Burn, the opposite of PyTorch's boolean attn_mask.
-        let context = attention(query, key, value, None, None, AttentionModuleOptions::default());
-        self.proj.forward(context.swap_dims(1, 2).reshape([batch, length, dim]))
+        per_token(&self.proj, self_attention(per_token(&self.qkv, tokens), self.heads))
     }
+}
+
+/// `layer` applied to every token of `[batch, tokens, inputs]` as one `[batch · tokens,
+/// inputs]` matrix product. Burn's `Linear` on a 3-D input broadcasts its weight into one
+/// small product per batch row (and sums `batch` weight gradients in the backward pass);
+/// on the CPU backend that costs several times the single large product.
+pub fn per_token<B: Backend>(layer: &Linear<B>, tokens: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [batch, length, inputs] = tokens.dims();
+    let outputs = layer.forward(tokens.reshape([batch * length, inputs]));
+    let width = outputs.dims()[1];
+    outputs.reshape([batch, length, width])
+}
+
+/// `norm` (made by [`layer_norm`]) applied over the last dimension of `tokens`.
+pub fn normed<B: Backend>(norm: &LayerNorm<B>, tokens: Tensor<B, 3>) -> Tensor<B, 3> {
+    fused::layer_norm(norm, tokens, LAYER_NORM_EPSILON)
 }
 
 /// LayerNorm with the official epsilon; `pub` for the predictor.
