@@ -146,8 +146,9 @@ bench-loader:
 	FASHION_MNIST_DIR=$(FASHION_MNIST_DIR) $(CARGO) bench -p jepa-shared --bench loader
 
 # jepa-stream's step, then PyTorch eager's on the same case, threads and batch, and the ratio.
+# (cargo runs benches in the package's folder: the paths are made absolute.)
 bench-train: $(BENCH_VENV)/.torch
-	BENCH_TORCH_PYTHON=$(BENCH_VENV)/bin/python BENCH_TORCH_REFERENCE=$(TORCH_REFERENCE) \
+	BENCH_TORCH_PYTHON=$(abspath $(BENCH_VENV))/bin/python BENCH_TORCH_REFERENCE=$(abspath $(TORCH_REFERENCE)) \
 	  $(CARGO) bench -p jepa-trainer --bench train
 
 $(BENCH_VENV)/.torch:
