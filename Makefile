@@ -31,6 +31,7 @@ GPU_KIT ?= ../shared/gpu
 
 help:
 	@echo "make setup           Debian's Fashion-MNIST package and a Python venv with polars + pyarrow"
+	@echo "make build           the ingest, train and probe release binaries, in one cargo build"
 	@echo "make ingest-fashion  Fashion-MNIST IDX -> $(DATASETS)/fashion-mnist (Parquet shards + manifest)"
 	@echo "make ingest          STL-10 -> $(DATASETS)/stl10 (downloads unless STL10_DIR=... is given)"
 	@echo "make masks           runs/masks.png: I-JEPA's context and target blocks over real images"
@@ -54,6 +55,9 @@ setup:
 	$(SUDO) apt-get install -y -qq dataset-fashion-mnist fonts-dejavu-core python3-venv
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q polars pyarrow
+
+build:
+	$(BUILD_CPU)
 
 ingest:
 ifneq ($(strip $(STL10_DIR)),)

@@ -18,7 +18,7 @@ LEAF = [
 # (centre, pattern matched against any frame of the stack, leaf first)
 STACK = [
     ("matmul (GEMM kernels and packing)", r"ops::matmul::matmul|float_matmul"),
-    ("GELU (erf forward, tanh-form backward)", r"gelu"),
+    ("GELU", r"gelu"),
     ("LayerNorm", r"layer_norm|LayerNorm|var_mean"),
     ("attention scores and softmax", r"softmax|attention"),
     ("gathers and scatters", r"gather|scatter|select"),
