@@ -8,7 +8,10 @@
 //! the CPU threads, and its backward is the derivative of the exact GELU it computes
 //! forward: `d/dx x·Φ(x) = Φ(x) + x·φ(x)`, as PyTorch's.
 //!
-//! Attention is the other: Burn's version (under autodiff it is always the composed
+//! LayerNorm is nine ops forward (two means, a square, a square root, a division, the
+//! affine part) and their backward ops; [`layer_norm`] is one pass over each row each way.
+//!
+//! Attention is the largest: Burn's version (under autodiff it is always the composed
 //! fallback) copies queries, keys and values out of the fused projection into head-major
 //! layout, runs one small product per batch row and head, and builds the softmax from eight
 //! ops; each has a backward op of its own. [`self_attention`] reads queries, keys and
@@ -16,8 +19,8 @@
 //! products, keeps the probabilities for the backward pass, and writes the gradient of the
 //! projection directly.
 //!
-//! The model code stays generic: [`gelu`] and [`self_attention`] recognise the concrete
-//! backend by its type and fall back to Burn's ops for any other.
+//! The model code stays generic: [`gelu`], [`layer_norm`] and [`self_attention`] recognise
+//! the concrete backend by its type and fall back to Burn's ops for any other.
 
 use std::any::Any;
 
