@@ -24,10 +24,14 @@ RUNS ?= runs
 # `make bench-train`'s PyTorch side: the eager reference, in a venv of its own (torch is large).
 TORCH_REFERENCE ?= ../shared/bench/ref_ijepa_torch.py
 BENCH_VENV ?= .venv-bench
+# `make test-interop`'s other side: PyTorch, timm and safetensors in a venv of their own (torch
+# is large: CI keeps this venv outside the clone, beside the Cargo target folder).
+INTEROP_VENV ?= .venv-interop
+INTEROP_PYTHON = $(INTEROP_VENV)/bin/python
 # The kit that builds and runs the CUDA binary on a lent GPU machine (`make bench-gpu`).
 GPU_KIT ?= ../shared/gpu
 
-.PHONY: help setup build ingest ingest-fashion masks train train-demo probe probe-demo demo compare test test-rust test-python check-cuda lint bench bench-ingest bench-loader bench-train bench-probe bench-gpu clean
+.PHONY: help setup build ingest ingest-fashion masks train train-demo probe probe-demo demo compare test test-rust test-python test-interop interop-venv check-cuda lint bench bench-ingest bench-loader bench-train bench-probe bench-gpu clean
 
 help:
 	@echo "make setup           Debian's Fashion-MNIST package and a Python venv with polars + pyarrow"
@@ -42,6 +46,7 @@ help:
 	@echo "make demo            the whole path on Fashion-MNIST on the CPU: ingest, train, probe, results table"
 	@echo "make compare         I-JEPA, I-JEPA with pixel targets, MAE and a random encoder on Fashion-MNIST (CPU) -> $(RUNS)/compare-fashion"
 	@echo "make test            all Rust tests, then the Python polars/pyarrow check of real shards"
+	@echo "make test-interop    probe export loaded by timm and an official I-JEPA checkpoint imported, checked in PyTorch"
 	@echo "make lint            rustfmt and clippy"
 	@echo "make bench-ingest    ingest throughput against a plain copy on the same disk"
 	@echo "make bench-loader    prefetcher images/s (STL-10 and Fashion-MNIST recipes) against a plain copy"
@@ -131,6 +136,18 @@ test-python:
 	$(PYTHON) scripts/check_shards.py target/interop/probe-demo/fashion-mnist
 	$(PYTHON) scripts/check_probe.py target/interop/probe-demo/runs/demo-fashion
 	$(PYTHON) scripts/check_compare.py target/interop/compare/compare-out
+
+# An exported encoder must load strictly into timm and give the probe's features; an official
+# I-JEPA checkpoint written by PyTorch must import and give timm's. The probe's end-to-end test
+# runs scripts/check_interop.py when JEPA_INTEROP_PYTHON names a Python that can; the same
+# workspace-wide build as test-rust, so nothing is compiled again.
+interop-venv:
+	test -x $(INTEROP_PYTHON) || python3 -m venv $(INTEROP_VENV)
+	$(INTEROP_PYTHON) -c "import torch, timm, safetensors, pyarrow" 2>/dev/null || \
+	  $(INTEROP_PYTHON) -m pip install -q torch timm safetensors pyarrow
+
+test-interop: interop-venv
+	JEPA_INTEROP_PYTHON=$(abspath $(INTEROP_PYTHON)) $(CARGO) test --workspace --test demo small_demo -- --nocapture
 
 # The GPU path must keep compiling even where no GPU is: both binaries in one resolution, so
 # their dependencies are checked once.

@@ -21,7 +21,8 @@
 //! - the whole: [`pipeline`] (one run's evaluation, `probe all`), [`compare`] (runs of
 //!   different methods against a random encoder).
 //!
-//! Beside them: [`error`].
+//! Beside them: [`interop`] (encoders exported for timm, and imported from safetensors or
+//! official I-JEPA checkpoints as run folders), [`error`].
 
 pub mod compare;
 pub mod error;
@@ -29,6 +30,7 @@ pub mod evaluate;
 pub mod features;
 pub mod finetune;
 pub mod heldout;
+pub mod interop;
 pub mod knn;
 pub mod linear;
 pub mod pipeline;

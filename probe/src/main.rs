@@ -9,6 +9,8 @@
 //! probe all      --run runs/demo-fashion [--require-pretrained-better]
 //! probe compare  --run runs/compare-fashion/ijepa --run runs/compare-fashion/mae --out runs/compare-fashion
 //! probe reconstruct --run runs/compare-fashion/mae --out mae-reconstruction.png   (methods that predict pixels)
+//! probe export   --run runs/demo-fashion [--encoder target|context] [--checkpoint step-N] --out encoder.safetensors
+//! probe all      --run runs/timm-ijepa --encoder-file model.safetensors --dataset datasets/stl10   (or an I-JEPA .pth.tar)
 //! ```
 
 use std::path::PathBuf;
@@ -19,11 +21,14 @@ use jepa_probe::compare::{CompareOptions, compare, markdown_table};
 use jepa_probe::evaluate::{EvaluateOptions, FinetuneOptions, LINEAR, Probe, run_finetune, run_probe, write_outcome};
 use jepa_probe::features::{FeatureOptions, write_features};
 use jepa_probe::finetune::FinetuneSettings;
+use jepa_probe::interop;
 use jepa_probe::knn::KnnSettings;
 use jepa_probe::linear::LinearSettings;
 use jepa_probe::pipeline::evaluate_all;
 use jepa_probe::report::{Report, summary_table, write_report};
 use jepa_trainer::device::Train;
+use jepa_trainer::portable::Hints;
+use jepa_trainer::run::EncoderRole;
 use jepa_trainer::{EncoderKind, Run};
 
 /// Tensors of a few hundred KiB are allocated and freed thousands of times a training step;
@@ -77,6 +82,50 @@ struct FeatureArgs {
     /// Batches encoded in parallel, one per thread (default: one per core)
     #[arg(long)]
     threads: Option<usize>,
+}
+
+/// An encoder from a file instead of a trained run: `--run` is then the folder its
+/// evaluation goes to (created, or replaced if it holds an earlier import).
+#[derive(Args)]
+struct ImportArgs {
+    /// safetensors in timm's VisionTransformer layout, or a PyTorch checkpoint (official
+    /// I-JEPA `.pth.tar`: its `target_encoder`; or a plain state dict in timm's layout)
+    #[arg(long)]
+    encoder_file: Option<PathBuf>,
+    /// Attention heads, when the file does not say (default for widths 192/384/768/1024/1280: 3/6/12/16/16)
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Per-channel pixel mean in [0, 1], when the file does not say (default for RGB: ImageNet's)
+    #[arg(long, value_delimiter = ',')]
+    pixel_mean: Option<Vec<f32>>,
+    /// Per-channel pixel std in [0, 1]
+    #[arg(long, value_delimiter = ',')]
+    pixel_std: Option<Vec<f32>>,
+    /// The entry of a PyTorch checkpoint that holds the encoder (default: `target_encoder` if present)
+    #[arg(long)]
+    state_key: Option<String>,
+    /// The method the report names (default: the file's metadata, else ijepa)
+    #[arg(long)]
+    method: Option<String>,
+}
+
+impl ImportArgs {
+    /// The run folder `--run` names: imported from `--encoder-file` first when given.
+    fn open(&self, args: &RunArgs, device: &burn::tensor::Device<Train>) -> anyhow::Result<Run> {
+        let Some(file) = &self.encoder_file else { return open(args) };
+        let hints = Hints {
+            heads: self.heads,
+            pixel_mean: self.pixel_mean.clone(),
+            pixel_std: self.pixel_std.clone(),
+            state_key: self.state_key.clone(),
+        };
+        let run =
+            interop::import::<Train>(&args.run, file, args.dataset.as_deref(), &hints, self.method.as_deref(), device)?;
+        if !args.quiet {
+            eprintln!("imported {} into {}", file.display(), run.folder.root().display());
+        }
+        Ok(run)
+    }
 }
 
 /// Features, protocols and both frozen probes: what `probe all` and `probe compare` run.
@@ -189,6 +238,8 @@ enum Command {
         encoder: EncoderKind,
         #[command(flatten)]
         features: FeatureArgs,
+        #[command(flatten)]
+        import: ImportArgs,
     },
     /// Linear probe on frozen features → <run>/probe/predictions/<encoder>-linear.parquet
     Linear {
@@ -240,6 +291,19 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// A trained encoder as safetensors in timm's VisionTransformer layout, geometry and pixel statistics in its metadata
+    Export {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Which encoder (default: the one the method evaluates: I-JEPA's target, MAE's encoder)
+        #[arg(long, value_enum)]
+        encoder: Option<EncoderRole>,
+        /// Checkpoint: `step-00000937`, a step number or a path (default: the latest)
+        #[arg(long)]
+        checkpoint: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Scores, confusion matrices, report.md and plots from every prediction file
     Report {
         #[command(flatten)]
@@ -254,6 +318,8 @@ enum Command {
         /// Fail unless the pretrained encoder's linear-probe accuracy beats the random-init one's
         #[arg(long)]
         require_pretrained_better: bool,
+        #[command(flatten)]
+        import: ImportArgs,
     },
 }
 
@@ -291,8 +357,8 @@ fn main() -> anyhow::Result<()> {
     jepa_trainer::device::check("probe").map_err(anyhow::Error::msg)?;
     let device = Default::default();
     match cli.command {
-        Command::Features { run: args, encoder, features } => {
-            let run = open(&args)?;
+        Command::Features { run: args, encoder, features, import } => {
+            let run = import.open(&args, &device)?;
             for path in write_features::<Train>(&run, encoder, &features.options(args.quiet), &device)? {
                 println!("{}", path.display());
             }
@@ -334,12 +400,25 @@ fn main() -> anyhow::Result<()> {
             jepa_probe::reconstruction::draw::<Train>(&run, checkpoint.as_deref(), images, &out, &device)?;
             println!("{}", out.display());
         }
+        Command::Export { run: args, encoder, checkpoint, out } => {
+            let run = open(&args)?;
+            let exported = interop::export::<Train>(&run, encoder, checkpoint.as_deref(), &out, &device)?;
+            println!("{}", exported.path.display());
+            if !args.quiet {
+                eprintln!(
+                    "exported the {} encoder of {} ({})",
+                    exported.role,
+                    run.folder.root().display(),
+                    exported.source
+                );
+            }
+        }
         Command::Report { run: args } => {
             let report = write_report(&open(&args)?)?;
             print_report(&report);
         }
-        Command::All { run: args, evaluate, require_pretrained_better } => {
-            let run = open(&args)?;
+        Command::All { run: args, evaluate, require_pretrained_better, import } => {
+            let run = import.open(&args, &device)?;
             let report = evaluate_all::<Train>(&run, &evaluate.options(args.quiet), &device)?;
             print_report(&report);
             if require_pretrained_better {

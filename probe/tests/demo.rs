@@ -17,11 +17,13 @@ use std::path::Path;
 use common::{TEST_IMAGES, TRAIN_IMAGES, assert_png, column_f64, read, real_slice, scratch_root};
 use jepa_probe::compare::{CompareOptions, compare};
 use jepa_probe::evaluate::EvaluateOptions;
-use jepa_probe::features::{FeatureOptions, FeatureTable};
+use jepa_probe::features::{FeatureOptions, FeatureTable, write_features};
 use jepa_probe::finetune::FinetuneSettings;
 use jepa_probe::linear::LinearSettings;
 use jepa_probe::pipeline::evaluate_all;
 use jepa_shared::Manifest;
+use jepa_trainer::portable::Hints;
+use jepa_trainer::run::EncoderRole;
 use jepa_trainer::training::{TrainOptions, train};
 use jepa_trainer::{EncoderKind, Recipe, ReportFile, Run};
 
@@ -111,6 +113,76 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
         assert_png(&probe.join(plot));
         assert!(markdown.contains(plot), "report.md does not show {plot}");
     }
+
+    // Export → import → features: bitwise the trained encoder's.
+    let device = Default::default();
+    let exported = root.join("exported").join("encoder.safetensors");
+    jepa_probe::interop::export::<Backend>(&run, None, None, &exported, &device).unwrap();
+    let imported_root = runs.join("imported");
+    let imported = jepa_probe::interop::import::<Backend>(
+        &imported_root,
+        &exported,
+        Some(&slice),
+        &Hints::default(),
+        None,
+        &device,
+    )
+    .unwrap();
+    assert!(imported.is_imported());
+    let options = FeatureOptions { progress: false, ..FeatureOptions::default() };
+    write_features::<Backend>(&imported, EncoderKind::Pretrained, &options, &device).unwrap();
+    let round_trip = FeatureTable::read(&imported.folder.features(EncoderKind::Pretrained, "test")).unwrap();
+    assert_eq!(round_trip.ids, pretrained.ids);
+    assert!(
+        round_trip.values.iter().zip(&pretrained.values).all(|(a, b)| a.to_bits() == b.to_bits()),
+        "features of the re-imported encoder differ from the original's"
+    );
+    // The imported run is refused what it cannot have, and a trained run is not overwritten.
+    let error = imported.encoder_in_role::<Backend>(EncoderKind::Pretrained, Some(EncoderRole::Context), None, &device);
+    assert!(error.err().unwrap().to_string().contains("imported encoder"));
+    let error = jepa_probe::interop::import::<Backend>(
+        run.folder.root(),
+        &exported,
+        Some(&slice),
+        &Hints::default(),
+        None,
+        &device,
+    );
+    assert!(error.err().unwrap().to_string().contains("trained run"));
+    // A file that is not an encoder: one sentence naming it, and no run folder.
+    let bogus = root.join("bogus.safetensors");
+    std::fs::write(&bogus, b"this is not a tensor file at all").unwrap();
+    let refused = runs.join("refused");
+    let error =
+        jepa_probe::interop::import::<Backend>(&refused, &bogus, Some(&slice), &Hints::default(), None, &device)
+            .err()
+            .unwrap()
+            .to_string();
+    assert!(error.contains("bogus.safetensors"), "{error}");
+    assert!(!refused.exists(), "a refused import left {}", refused.display());
+
+    // timm loads the export and agrees with the probe; an official I-JEPA checkpoint written
+    // by PyTorch imports. Needs a Python with torch, timm, safetensors and pyarrow: `make
+    // test-interop` gives one in JEPA_INTEROP_PYTHON.
+    if let Ok(python) = std::env::var("JEPA_INTEROP_PYTHON") {
+        check_interop_in_python(&python, run.folder.root(), &root.join("interop"));
+    }
+}
+
+/// `scripts/check_interop.py` on `run` with this build's probe binary.
+fn check_interop_in_python(python: &str, run: &Path, work: &Path) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/check_interop.py");
+    let output = std::process::Command::new(python)
+        .args([script, "--probe", env!("CARGO_BIN_EXE_probe"), "--run"])
+        .arg(run)
+        .arg("--work")
+        .arg(work)
+        .output()
+        .unwrap_or_else(|error| panic!("{python}: {error}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    println!("{text}");
+    assert!(output.status.success(), "check_interop.py failed:\n{text}");
+    assert!(text.contains("check_interop: ok"), "{text}");
 }
 
 /// Every registered method, in the order `make compare` trains them.

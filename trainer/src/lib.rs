@@ -27,6 +27,7 @@
 //! - [`step`]: one optimizer step of any method (accumulation, clipping, AdamW, EMA);
 //! - [`run_folder`]: the layout of `runs/<name>/`, every file name in one place;
 //! - [`checkpoint`]: atomic checkpoints with everything resume needs;
+//! - [`portable`]: encoders in and out in PyTorch's layouts (timm safetensors, I-JEPA `.pth.tar`);
 //! - [`run`]: a trained run as evaluation opens it, and the encoders it evaluates;
 //! - [`training`]: the loop and its metrics table;
 //! - [`prometheus`]: the optional scrape endpoint for the same metrics;
@@ -44,6 +45,7 @@ pub mod mae;
 pub mod method;
 pub mod optim;
 pub mod pixels;
+pub mod portable;
 pub mod predictor;
 pub mod prometheus;
 pub mod recipe;

@@ -8,8 +8,9 @@ use burn::tensor::backend::AutodiffBackend;
 use jepa_shared::ShardError;
 
 use crate::checkpoint::{self, CheckpointError};
-use crate::config::ConfigError;
+use crate::config::{CheckpointConfig, ConfigError, DataConfig, EncoderConfig, OptimConfig, RunConfig};
 use crate::method::{Evaluated, Method, MethodVisitor};
+use crate::portable::{EncoderFile, ExportInfo, Hints, PortableError};
 use crate::recipe::Recipe;
 use crate::run_folder::{CheckpointFolder, CheckpointPart, EncoderKind, RunFolder};
 use crate::vit::VisionTransformer;
@@ -26,6 +27,9 @@ pub enum RunError {
     Checkpoint(#[from] CheckpointError),
 
     #[error(transparent)]
+    Portable(#[from] PortableError),
+
+    #[error(transparent)]
     Io(#[from] ShardError),
 }
 
@@ -35,7 +39,25 @@ impl RunError {
     }
 }
 
-/// An encoder of a run, and where it came from (a checkpoint, or the init).
+/// One of a run's trained encoders, by its role in the method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EncoderRole {
+    /// The EMA teacher (I-JEPA's target encoder), for a method that keeps one.
+    Target,
+    /// The encoder the optimizer trains (I-JEPA's context encoder, MAE's encoder).
+    Context,
+}
+
+impl EncoderRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EncoderRole::Target => "target",
+            EncoderRole::Context => "context",
+        }
+    }
+}
+
+/// An encoder of a run, and where it came from (a checkpoint, an imported file, or the init).
 pub struct LoadedEncoder<B: burn::tensor::backend::Backend> {
     pub encoder: VisionTransformer<B>,
     pub source: String,
@@ -59,9 +81,100 @@ impl Run {
         Ok(Self { recipe: Recipe::load(&config, &[])?, folder })
     }
 
+    /// Makes `root` the run folder of the encoder in `file`, evaluated on `dataset`: its
+    /// config (the file's geometry and pixel statistics, `method` or the method the file
+    /// names or I-JEPA's, for the random-init baseline and the reports) and the encoder in
+    /// timm's layout. A folder with checkpoints is a trained run and is refused; an earlier
+    /// import there is replaced. Everything is checked before anything is written.
+    pub fn import<B: burn::tensor::backend::Backend>(
+        root: &Path,
+        file: &EncoderFile,
+        dataset: &Path,
+        method: Option<&str>,
+        device: &B::Device,
+    ) -> Result<Self, RunError> {
+        let folder = RunFolder::new(root);
+        if folder.checkpoints().exists() {
+            return Err(RunError::bad(
+                root,
+                "holds a trained run (checkpoints/): give a new folder for an imported encoder",
+            ));
+        }
+        let name = root
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .ok_or_else(|| RunError::bad(root, "has no folder name"))?;
+        let vit = &file.vit;
+        let preset = crate::vit::PRESETS
+            .iter()
+            .find(|(_, dim, depth, heads)| (*dim, *depth, *heads) == (vit.dim, vit.depth, vit.heads))
+            .or_else(|| crate::vit::PRESETS.iter().find(|(_, dim, ..)| *dim == vit.dim))
+            .map_or("base", |(preset, ..)| preset);
+        let method = method.or(file.metadata.get("method").map(String::as_str)).unwrap_or("ijepa");
+        let config = RunConfig {
+            name,
+            seed: 0,
+            method: method.to_string(),
+            dataset: dataset.to_path_buf(),
+            data: DataConfig { pixel_mean: Some(file.pixel_mean.clone()), pixel_std: Some(file.pixel_std.clone()) },
+            loader: Default::default(),
+            encoder: EncoderConfig {
+                preset: preset.to_string(),
+                image_size_px: vit.image_size_px,
+                patch_size_px: vit.patch_size_px,
+                channels: vit.channels,
+                dim: Some(vit.dim),
+                depth: Some(vit.depth),
+                heads: Some(vit.heads),
+            },
+            // Not trained here: the optimizer section only has to be valid.
+            optim: OptimConfig {
+                epochs: 1,
+                warmup_epochs: 0.0,
+                lr_start: 0.0,
+                lr_peak: 0.0,
+                lr_final: 0.0,
+                weight_decay: [0.0, 0.0],
+                accumulation: 1,
+                grad_clip: None,
+                max_steps: None,
+            },
+            checkpoint: CheckpointConfig::default(),
+            methods: Default::default(),
+        };
+        let recipe = Recipe::check(config)?;
+        let encoder = file.load::<B>(device)?;
+        let mut provenance = vec![("imported_from".to_string(), file.path.display().to_string())];
+        provenance.extend(
+            ["method", "run", "encoder", "checkpoint"]
+                .iter()
+                .filter_map(|key| file.metadata.get(*key).map(|value| (key.to_string(), value.clone()))),
+        );
+        let info = ExportInfo {
+            vit: vit.clone(),
+            pixel_mean: file.pixel_mean.clone(),
+            pixel_std: file.pixel_std.clone(),
+            provenance,
+        };
+        crate::portable::write(&encoder, &info, &folder.imported_encoder())?;
+        jepa_shared::atomic::write_bytes(&folder.config(), recipe.to_toml().as_bytes())?;
+        Ok(Self { folder, recipe })
+    }
+
+    /// Whether this run's encoder was imported from a file rather than trained here.
+    pub fn is_imported(&self) -> bool {
+        self.folder.imported_encoder().exists()
+    }
+
     /// A checkpoint by name (`step-00000937`, a step number or a path), or the latest; it
     /// must hold the encoder this run's method evaluates.
     pub fn checkpoint(&self, name: Option<&str>) -> Result<CheckpointFolder, RunError> {
+        if self.is_imported() {
+            return Err(RunError::bad(
+                self.folder.root(),
+                "holds an imported encoder (encoder.safetensors), not checkpoints of a training run",
+            ));
+        }
         let checkpoint = match name {
             Some(name) => self.folder.named_checkpoint(name),
             None => self
@@ -100,11 +213,53 @@ impl Run {
         checkpoint: Option<&str>,
         device: &B::Device,
     ) -> Result<LoadedEncoder<B::InnerBackend>, RunError> {
+        self.encoder_in_role::<B>(kind, None, checkpoint, device)
+    }
+
+    /// As [`Run::encoder`], with the trained encoder in `role` (`None`: the one the method
+    /// evaluates).
+    pub fn encoder_in_role<B: AutodiffBackend>(
+        &self,
+        kind: EncoderKind,
+        role: Option<EncoderRole>,
+        checkpoint: Option<&str>,
+        device: &B::Device,
+    ) -> Result<LoadedEncoder<B::InnerBackend>, RunError> {
+        if kind == EncoderKind::Pretrained && self.is_imported() {
+            if let Some(role) = role {
+                return Err(RunError::bad(
+                    self.folder.root(),
+                    format!("holds one imported encoder, no {} encoder of its own: leave out --encoder", role.as_str()),
+                ));
+            }
+            if let Some(name) = checkpoint {
+                return Err(RunError::bad(
+                    self.folder.root(),
+                    format!("holds an imported encoder, no checkpoint `{name}`: leave out --checkpoint"),
+                ));
+            }
+            return self.imported::<B::InnerBackend>(device);
+        }
+        let teacher = self.recipe.method_info().evaluated() == Evaluated::Teacher;
+        let part = match role {
+            None => self.evaluated_part(),
+            Some(EncoderRole::Context) => CheckpointPart::Model,
+            Some(EncoderRole::Target) if teacher => CheckpointPart::Teacher,
+            Some(EncoderRole::Target) => {
+                return Err(RunError::bad(
+                    self.folder.root(),
+                    format!(
+                        "was trained by `{}`, which keeps no EMA target encoder: its encoder is `context`",
+                        self.recipe.method_info().name()
+                    ),
+                ));
+            }
+        };
         let checkpoint = match kind {
             EncoderKind::Pretrained => Some(self.checkpoint(checkpoint)?),
             EncoderKind::Random => None,
         };
-        let load = LoadEncoder::<B> { seed: self.recipe.seed(), checkpoint: checkpoint.as_ref(), device };
+        let load = LoadEncoder::<B> { seed: self.recipe.seed(), checkpoint: checkpoint.as_ref(), part, device };
         let encoder = self.recipe.method().visit(load)?;
         let source = match &checkpoint {
             Some(checkpoint) => checkpoint.to_string(),
@@ -112,12 +267,52 @@ impl Run {
         };
         Ok(LoadedEncoder { encoder, source })
     }
+
+    /// The imported encoder, which must still be the one the config describes.
+    fn imported<B: burn::tensor::backend::Backend>(&self, device: &B::Device) -> Result<LoadedEncoder<B>, RunError> {
+        let path = self.folder.imported_encoder();
+        let file = EncoderFile::open(&path, &Hints::default())?;
+        if &file.vit != self.recipe.encoder() {
+            return Err(RunError::bad(
+                &path,
+                format!(
+                    "holds {:?}, but {} describes {:?}",
+                    file.vit,
+                    self.folder.config().display(),
+                    self.recipe.encoder()
+                ),
+            ));
+        }
+        let from =
+            file.metadata.get("imported_from").map(|from| format!(" (imported from {from})")).unwrap_or_default();
+        Ok(LoadedEncoder { encoder: file.load(device)?, source: format!("{}{from}", path.display()) })
+    }
+
+    /// What an exported file says besides its tensors: geometry, pixel statistics, where
+    /// the encoder came from.
+    pub fn export_info(&self, role: &str, source: &str) -> Result<ExportInfo, RunError> {
+        let (pixel_mean, pixel_std) = self.pixel_stats()?;
+        let provenance = [
+            ("method", self.recipe.method_info().name().to_string()),
+            ("run", self.recipe.name().to_string()),
+            ("encoder", role.to_string()),
+            ("checkpoint", source.to_string()),
+        ];
+        Ok(ExportInfo {
+            vit: self.recipe.encoder().clone(),
+            pixel_mean,
+            pixel_std,
+            provenance: provenance.into_iter().map(|(key, value)| (key.to_string(), value)).collect(),
+        })
+    }
 }
 
 /// Loads the evaluated encoder with the method's own model type.
 struct LoadEncoder<'a, B: AutodiffBackend> {
     seed: u64,
     checkpoint: Option<&'a CheckpointFolder>,
+    /// The teacher, or the trained model's encoder.
+    part: CheckpointPart,
     device: &'a B::Device,
 }
 
@@ -128,9 +323,9 @@ impl<B: AutodiffBackend> MethodVisitor<B> for LoadEncoder<'_, B> {
         // The run's starting model: the random-init baseline, and the shapes to load into.
         let start = method.init(self.seed, self.device);
         let Some(checkpoint) = self.checkpoint else { return Ok(M::encoder(&start).valid()) };
-        Ok(match method.evaluated() {
-            Evaluated::Teacher => checkpoint::load_teacher(checkpoint, M::encoder(&start).valid(), self.device)?,
-            Evaluated::Trained => M::encoder(&checkpoint::load_model(checkpoint, start, self.device)?).valid(),
+        Ok(match self.part {
+            CheckpointPart::Teacher => checkpoint::load_teacher(checkpoint, M::encoder(&start).valid(), self.device)?,
+            _ => M::encoder(&checkpoint::load_model(checkpoint, start, self.device)?).valid(),
         })
     }
 }

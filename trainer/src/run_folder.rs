@@ -4,6 +4,7 @@
 //! runs/<name>/config.toml                    the resolved config             (train)
 //! runs/<name>/metrics.parquet                one row per optimizer step       (train)
 //! runs/<name>/train.log                      start, resume, checkpoints, end  (train)
+//! runs/<name>/encoder.safetensors          an imported encoder, instead of checkpoints (probe)
 //! runs/<name>/checkpoints/step-NNNNNNNN/     model.bin, target_encoder.bin (a method with a
 //!                                            teacher), optimizer.bin, state.json (train)
 //! runs/<name>/features/<split>.parquet       the trained encoder's features   (probe)
@@ -69,6 +70,11 @@ impl RunFolder {
 
     pub fn log(&self) -> PathBuf {
         self.root.join("train.log")
+    }
+
+    /// An encoder imported from elsewhere, in timm's layout: such a run has no checkpoints.
+    pub fn imported_encoder(&self) -> PathBuf {
+        self.root.join("encoder.safetensors")
     }
 
     pub fn checkpoints(&self) -> PathBuf {

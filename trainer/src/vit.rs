@@ -103,12 +103,13 @@ impl VitConfig {
 
 #[derive(Module, Debug)]
 pub struct VisionTransformer<B: Backend> {
-    patch_embed: Conv2d<B>,
-    /// `[1, patches, dim]`, fixed (not trained, so not saved: it is rebuilt at init).
-    pos_embed: Tensor<B, 3>,
-    blocks: Vec<Block<B>>,
-    norm: LayerNorm<B>,
-    dim: usize,
+    pub(crate) patch_embed: Conv2d<B>,
+    /// `[1, patches, dim]`, fixed (not trained, so not in checkpoints: it is rebuilt at init;
+    /// an imported encoder brings its own).
+    pub(crate) pos_embed: Tensor<B, 3>,
+    pub(crate) blocks: Vec<Block<B>>,
+    pub(crate) norm: LayerNorm<B>,
+    pub(crate) dim: usize,
 }
 
 impl<B: Backend> VisionTransformer<B> {
@@ -178,13 +179,13 @@ pub fn normalize_pixels<B: Backend>(
 /// One pre-norm transformer block; the predictor uses the same blocks.
 #[derive(Module, Debug)]
 pub struct Block<B: Backend> {
-    norm1: LayerNorm<B>,
-    qkv: Linear<B>,
-    proj: Linear<B>,
-    norm2: LayerNorm<B>,
-    fc1: Linear<B>,
-    fc2: Linear<B>,
-    heads: usize,
+    pub(crate) norm1: LayerNorm<B>,
+    pub(crate) qkv: Linear<B>,
+    pub(crate) proj: Linear<B>,
+    pub(crate) norm2: LayerNorm<B>,
+    pub(crate) fc1: Linear<B>,
+    pub(crate) fc2: Linear<B>,
+    pub(crate) heads: usize,
 }
 
 /// What a [`Block`] needs; `layer` scales the residual projections' initialisation.
