@@ -257,7 +257,13 @@ fn markdown(
     );
     text.push_str("## Headline\n\n");
     text.push_str(&summary_table(rows));
-    let pretrained = method.evaluated_description();
+    let imported;
+    let pretrained = if run.is_imported() {
+        imported = format!("the encoder imported into `{}`", run.folder.imported_encoder().display());
+        imported.as_str()
+    } else {
+        method.evaluated_description()
+    };
     let _ = write!(
         text,
         "\n`pretrained` is {pretrained}; `random` the same config from the run's seed, never \

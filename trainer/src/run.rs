@@ -84,8 +84,9 @@ impl Run {
     /// Makes `root` the run folder of the encoder in `file`, evaluated on `dataset`: its
     /// config (the file's geometry and pixel statistics, `method` or the method the file
     /// names or I-JEPA's, for the random-init baseline and the reports) and the encoder in
-    /// timm's layout. A folder with checkpoints is a trained run and is refused; an earlier
-    /// import there is replaced. Everything is checked before anything is written.
+    /// timm's layout. Only a new or empty folder, or one holding an earlier import, is
+    /// taken; an earlier import is replaced, with the features and probe results derived
+    /// from it. Everything is checked before anything is written.
     pub fn import<B: burn::tensor::backend::Backend>(
         root: &Path,
         file: &EncoderFile,
@@ -99,6 +100,11 @@ impl Run {
                 root,
                 "holds a trained run (checkpoints/): give a new folder for an imported encoder",
             ));
+        }
+        let earlier_import = folder.imported_encoder().exists();
+        let holds_other_files = std::fs::read_dir(root).is_ok_and(|mut entries| entries.next().is_some());
+        if holds_other_files && !earlier_import {
+            return Err(RunError::bad(root, "is not empty and holds no imported encoder: give a new folder"));
         }
         let name = root
             .file_name()
@@ -156,6 +162,18 @@ impl Run {
             pixel_std: file.pixel_std.clone(),
             provenance,
         };
+        if earlier_import {
+            // What was derived from the encoder this one replaces.
+            for stale in [
+                folder.features_dir(EncoderKind::Pretrained),
+                folder.features_dir(EncoderKind::Random),
+                folder.probe_dir(),
+            ] {
+                if stale.exists() {
+                    std::fs::remove_dir_all(&stale).map_err(|source| ShardError::Io { path: stale.clone(), source })?;
+                }
+            }
+        }
         crate::portable::write(&encoder, &info, &folder.imported_encoder())?;
         jepa_shared::atomic::write_bytes(&folder.config(), recipe.to_toml().as_bytes())?;
         Ok(Self { folder, recipe })
