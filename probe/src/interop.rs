@@ -50,11 +50,10 @@ pub fn import<B: AutodiffBackend>(
     file: &Path,
     dataset: Option<&Path>,
     hints: &Hints,
-    method: Option<&str>,
     device: &B::Device,
 ) -> Result<Run> {
     let dataset = dataset
         .ok_or_else(|| ProbeError::bad(root, "an imported encoder needs --dataset: the dataset to evaluate it on"))?;
     let opened = EncoderFile::open(file, hints).map_err(jepa_trainer::RunError::from)?;
-    Ok(Run::import::<B::InnerBackend>(root, &opened, dataset, method, device)?)
+    Ok(Run::import::<B::InnerBackend>(root, &opened, dataset, device)?)
 }

@@ -118,9 +118,9 @@ impl ImportArgs {
             pixel_mean: self.pixel_mean.clone(),
             pixel_std: self.pixel_std.clone(),
             state_key: self.state_key.clone(),
+            method: self.method.clone(),
         };
-        let run =
-            interop::import::<Train>(&args.run, file, args.dataset.as_deref(), &hints, self.method.as_deref(), device)?;
+        let run = interop::import::<Train>(&args.run, file, args.dataset.as_deref(), &hints, device)?;
         if !args.quiet {
             eprintln!("imported {} into {}", file.display(), run.folder.root().display());
         }

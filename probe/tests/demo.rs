@@ -119,15 +119,9 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
     let exported = root.join("exported").join("encoder.safetensors");
     jepa_probe::interop::export::<Backend>(&run, None, None, &exported, &device).unwrap();
     let imported_root = runs.join("imported");
-    let imported = jepa_probe::interop::import::<Backend>(
-        &imported_root,
-        &exported,
-        Some(&slice),
-        &Hints::default(),
-        None,
-        &device,
-    )
-    .unwrap();
+    let imported =
+        jepa_probe::interop::import::<Backend>(&imported_root, &exported, Some(&slice), &Hints::default(), &device)
+            .unwrap();
     assert!(imported.is_imported());
     let options = FeatureOptions { progress: false, ..FeatureOptions::default() };
     write_features::<Backend>(&imported, EncoderKind::Pretrained, &options, &device).unwrap();
@@ -140,24 +134,17 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
     // The imported run is refused what it cannot have, and a trained run is not overwritten.
     let error = imported.encoder_in_role::<Backend>(EncoderKind::Pretrained, Some(EncoderRole::Context), None, &device);
     assert!(error.err().unwrap().to_string().contains("imported encoder"));
-    let error = jepa_probe::interop::import::<Backend>(
-        run.folder.root(),
-        &exported,
-        Some(&slice),
-        &Hints::default(),
-        None,
-        &device,
-    );
+    let error =
+        jepa_probe::interop::import::<Backend>(run.folder.root(), &exported, Some(&slice), &Hints::default(), &device);
     assert!(error.err().unwrap().to_string().contains("trained run"));
     // A file that is not an encoder: one sentence naming it, and no run folder.
     let bogus = root.join("bogus.safetensors");
     std::fs::write(&bogus, b"this is not a tensor file at all").unwrap();
     let refused = runs.join("refused");
-    let error =
-        jepa_probe::interop::import::<Backend>(&refused, &bogus, Some(&slice), &Hints::default(), None, &device)
-            .err()
-            .unwrap()
-            .to_string();
+    let error = jepa_probe::interop::import::<Backend>(&refused, &bogus, Some(&slice), &Hints::default(), &device)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(error.contains("bogus.safetensors"), "{error}");
     assert!(!refused.exists(), "a refused import left {}", refused.display());
 

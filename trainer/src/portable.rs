@@ -247,6 +247,8 @@ pub struct Hints {
     /// The top-level entry of a PyTorch checkpoint that holds the encoder (default:
     /// `target_encoder` when the file has one, else the whole file).
     pub state_key: Option<String>,
+    /// The method that trained the encoder, as a run config names it.
+    pub method: Option<String>,
 }
 
 /// An encoder file, opened and checked: its geometry, pixel statistics and tensors.
@@ -256,6 +258,8 @@ pub struct EncoderFile {
     pub vit: VitConfig,
     pub pixel_mean: Vec<f32>,
     pub pixel_std: Vec<f32>,
+    /// The method that trained it: the hint, else the file's metadata.
+    pub method: Option<String>,
     /// The file's metadata (safetensors only).
     pub metadata: HashMap<String, String>,
     tensors: BTreeMap<String, TensorSnapshot>,
@@ -273,7 +277,8 @@ impl EncoderFile {
         let vit = geometry(path, &tensors, &metadata, hints)?;
         check_tensors(path, &tensors, &vit)?;
         let (pixel_mean, pixel_std) = pixel_stats(path, &metadata, hints, vit.channels)?;
-        Ok(Self { path: path.to_path_buf(), format, vit, pixel_mean, pixel_std, metadata, tensors })
+        let method = hints.method.clone().or_else(|| metadata.get("method").cloned());
+        Ok(Self { path: path.to_path_buf(), format, vit, pixel_mean, pixel_std, method, metadata, tensors })
     }
 
     /// The encoder, on `device`.

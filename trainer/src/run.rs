@@ -82,8 +82,8 @@ impl Run {
     }
 
     /// Makes `root` the run folder of the encoder in `file`, evaluated on `dataset`: its
-    /// config (the file's geometry and pixel statistics, `method` or the method the file
-    /// names or I-JEPA's, for the random-init baseline and the reports) and the encoder in
+    /// config (the file's geometry and pixel statistics, and the method that trained it or
+    /// else I-JEPA, for the random-init baseline and the reports) and the encoder in
     /// timm's layout. Only a new or empty folder, or one holding an earlier import, is
     /// taken; an earlier import is replaced, with the features and probe results derived
     /// from it. Everything is checked before anything is written.
@@ -91,7 +91,6 @@ impl Run {
         root: &Path,
         file: &EncoderFile,
         dataset: &Path,
-        method: Option<&str>,
         device: &B::Device,
     ) -> Result<Self, RunError> {
         let folder = RunFolder::new(root);
@@ -116,7 +115,7 @@ impl Run {
             .find(|(_, dim, depth, heads)| (*dim, *depth, *heads) == (vit.dim, vit.depth, vit.heads))
             .or_else(|| crate::vit::PRESETS.iter().find(|(_, dim, ..)| *dim == vit.dim))
             .map_or("base", |(preset, ..)| preset);
-        let method = method.or(file.metadata.get("method").map(String::as_str)).unwrap_or("ijepa");
+        let method = file.method.as_deref().unwrap_or("ijepa");
         let config = RunConfig {
             name,
             seed: 0,
