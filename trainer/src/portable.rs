@@ -609,17 +609,37 @@ mod tests {
 
     /// A safetensors file of zeros holding `shapes`, with `metadata`.
     fn file_of(folder: &Path, shapes: &[(String, Vec<usize>)], metadata: &[(&str, &str)]) -> PathBuf {
+        file_of_type(folder, shapes, metadata, safetensors::Dtype::F32, |_, _| 0.0)
+    }
+
+    /// A safetensors file holding `shapes` in `dtype` (F32 or F16), element `index` of
+    /// tensor `tensor` being `value(tensor, index)`, with `metadata`.
+    fn file_of_type(
+        folder: &Path,
+        shapes: &[(String, Vec<usize>)],
+        metadata: &[(&str, &str)],
+        dtype: safetensors::Dtype,
+        value: impl Fn(usize, usize) -> f32,
+    ) -> PathBuf {
         let path = folder.join("crafted.safetensors");
-        let bytes: Vec<Vec<u8>> =
-            shapes.iter().map(|(_, shape)| vec![0u8; 4 * shape.iter().product::<usize>()]).collect();
+        let bytes: Vec<Vec<u8>> = shapes
+            .iter()
+            .enumerate()
+            .map(|(tensor, (_, shape))| {
+                let values = (0..shape.iter().product::<usize>()).map(|index| value(tensor, index));
+                match dtype {
+                    safetensors::Dtype::F16 => {
+                        values.flat_map(|value| half::f16::from_f32(value).to_le_bytes()).collect()
+                    }
+                    _ => values.flat_map(f32::to_le_bytes).collect(),
+                }
+            })
+            .collect();
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = shapes
             .iter()
             .zip(&bytes)
             .map(|((key, shape), bytes)| {
-                (
-                    key.clone(),
-                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes).unwrap(),
-                )
+                (key.clone(), safetensors::tensor::TensorView::new(dtype, shape.clone(), bytes).unwrap())
             })
             .collect();
         let metadata = metadata.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect();
@@ -639,6 +659,25 @@ mod tests {
         let folder = tempfile::tempdir().unwrap();
         let path = file_of(folder.path(), &expected_shapes(&nano()), &NANO_METADATA);
         assert_eq!(EncoderFile::open(&path, &Hints::default()).unwrap().vit, nano());
+    }
+
+    #[test]
+    fn a_half_precision_file_loads_widened_to_f32() {
+        let folder = tempfile::tempdir().unwrap();
+        // Values exact in f16: tensor t holds t/8 + (i mod 4)/4.
+        let value = |tensor: usize, index: usize| tensor as f32 / 8.0 + (index % 4) as f32 / 4.0;
+        let shapes = expected_shapes(&nano());
+        let half = file_of_type(folder.path(), &shapes, &NANO_METADATA, safetensors::Dtype::F16, value);
+        let encoder = EncoderFile::open(&half, &Hints::default()).unwrap().load::<B>(&Default::default()).unwrap();
+        let widened = TimmVit::from_encoder(encoder).collect(None, Some(Box::new(BurnToPyTorchAdapter)), false);
+        assert_eq!(widened.len(), shapes.len());
+        for snapshot in widened {
+            let key = snapshot.full_path();
+            let tensor = shapes.iter().position(|(name, _)| *name == key).unwrap_or_else(|| panic!("{key}"));
+            assert_eq!(snapshot.dtype, DType::F32, "{key}");
+            let values = snapshot.to_data().unwrap().to_vec::<f32>().unwrap();
+            assert!(values.iter().enumerate().all(|(index, got)| *got == value(tensor, index)), "{key}");
+        }
     }
 
     #[test]
