@@ -15,7 +15,7 @@ use crate::error::{ProbeError, Result};
 #[derive(Debug, Clone)]
 pub struct Exported {
     pub path: PathBuf,
-    /// `target` or `context`.
+    /// `target`, `context`, or `imported` for a run folder holding an imported encoder.
     pub role: &'static str,
     /// The checkpoint the encoder came from.
     pub source: String,
@@ -32,12 +32,8 @@ pub fn export<B: AutodiffBackend>(
 ) -> Result<Exported> {
     let loaded = run.encoder_in_role::<B>(EncoderKind::Pretrained, role, checkpoint, device)?;
     let role = match role {
-        Some(role) => role.as_str(),
         None if run.is_imported() => "imported",
-        None => match run.recipe.method_info().evaluated() {
-            jepa_trainer::method::Evaluated::Teacher => EncoderRole::Target.as_str(),
-            jepa_trainer::method::Evaluated::Trained => EncoderRole::Context.as_str(),
-        },
+        role => role.unwrap_or(run.evaluated_role()).as_str(),
     };
     let info = run.export_info(role, &loaded.source)?;
     portable::write(&loaded.encoder, &info, out).map_err(jepa_trainer::RunError::from)?;

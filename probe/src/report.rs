@@ -257,12 +257,10 @@ fn markdown(
     );
     text.push_str("## Headline\n\n");
     text.push_str(&summary_table(rows));
-    let imported;
     let pretrained = if run.is_imported() {
-        imported = format!("the encoder imported into `{}`", run.folder.imported_encoder().display());
-        imported.as_str()
+        format!("the encoder imported into `{}`", run.folder.imported_encoder().display())
     } else {
-        method.evaluated_description()
+        method.evaluated_description().to_string()
     };
     let _ = write!(
         text,

@@ -46,7 +46,8 @@ pub enum ShardError {
 }
 
 impl ShardError {
-    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+    /// The error of an I/O operation on `path`, for `map_err`.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| ShardError::Io { path, source }
     }

@@ -227,9 +227,8 @@ impl FileFormat {
     fn of(path: &Path) -> Result<Self> {
         use std::io::Read;
         let mut head = [0u8; 9];
-        let mut file =
-            std::fs::File::open(path).map_err(|source| ShardError::Io { path: path.to_path_buf(), source })?;
-        let read = file.read(&mut head).map_err(|source| ShardError::Io { path: path.to_path_buf(), source })?;
+        let mut file = std::fs::File::open(path).map_err(ShardError::io(path))?;
+        let read = file.read(&mut head).map_err(ShardError::io(path))?;
         if read < 9 {
             return Err(PortableError::bad(path, "is too short to be a safetensors or PyTorch file"));
         }
@@ -326,9 +325,9 @@ fn read_safetensors(path: &Path) -> Result<(BTreeMap<String, TensorSnapshot>, Ha
 /// much JSON.
 fn safetensors_metadata(path: &Path) -> Result<HashMap<String, String>> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|source| ShardError::Io { path: path.to_path_buf(), source })?;
+    let mut file = std::fs::File::open(path).map_err(ShardError::io(path))?;
     let mut length = [0u8; 8];
-    file.read_exact(&mut length).map_err(|source| ShardError::Io { path: path.to_path_buf(), source })?;
+    file.read_exact(&mut length).map_err(ShardError::io(path))?;
     let length = u64::from_le_bytes(length);
     if length > 100_000_000 {
         return Err(PortableError::bad(path, format!("declares a {length}-byte safetensors header")));

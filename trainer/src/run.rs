@@ -169,7 +169,7 @@ impl Run {
                 folder.probe_dir(),
             ] {
                 if stale.exists() {
-                    std::fs::remove_dir_all(&stale).map_err(|source| ShardError::Io { path: stale.clone(), source })?;
+                    std::fs::remove_dir_all(&stale).map_err(ShardError::io(&stale))?;
                 }
             }
         }
@@ -209,9 +209,17 @@ impl Run {
 
     /// The checkpoint part that holds the evaluated encoder.
     fn evaluated_part(&self) -> CheckpointPart {
+        match self.evaluated_role() {
+            EncoderRole::Target => CheckpointPart::Teacher,
+            EncoderRole::Context => CheckpointPart::Model,
+        }
+    }
+
+    /// The role of the encoder this run's method evaluates.
+    pub fn evaluated_role(&self) -> EncoderRole {
         match self.recipe.method_info().evaluated() {
-            Evaluated::Teacher => CheckpointPart::Teacher,
-            Evaluated::Trained => CheckpointPart::Model,
+            Evaluated::Teacher => EncoderRole::Target,
+            Evaluated::Trained => EncoderRole::Context,
         }
     }
 
@@ -257,26 +265,21 @@ impl Run {
             }
             return self.imported::<B::InnerBackend>(device);
         }
-        let teacher = self.recipe.method_info().evaluated() == Evaluated::Teacher;
-        let part = match role {
-            None => self.evaluated_part(),
-            Some(EncoderRole::Context) => CheckpointPart::Model,
-            Some(EncoderRole::Target) if teacher => CheckpointPart::Teacher,
-            Some(EncoderRole::Target) => {
-                return Err(RunError::bad(
-                    self.folder.root(),
-                    format!(
-                        "was trained by `{}`, which keeps no EMA target encoder: its encoder is `context`",
-                        self.recipe.method_info().name()
-                    ),
-                ));
-            }
-        };
+        let role = role.unwrap_or(self.evaluated_role());
+        if role == EncoderRole::Target && self.evaluated_role() != EncoderRole::Target {
+            return Err(RunError::bad(
+                self.folder.root(),
+                format!(
+                    "was trained by `{}`, which keeps no EMA target encoder: its encoder is `context`",
+                    self.recipe.method_info().name()
+                ),
+            ));
+        }
         let checkpoint = match kind {
             EncoderKind::Pretrained => Some(self.checkpoint(checkpoint)?),
             EncoderKind::Random => None,
         };
-        let load = LoadEncoder::<B> { seed: self.recipe.seed(), checkpoint: checkpoint.as_ref(), part, device };
+        let load = LoadEncoder::<B> { seed: self.recipe.seed(), checkpoint: checkpoint.as_ref(), role, device };
         let encoder = self.recipe.method().visit(load)?;
         let source = match &checkpoint {
             Some(checkpoint) => checkpoint.to_string(),
@@ -329,7 +332,7 @@ struct LoadEncoder<'a, B: AutodiffBackend> {
     seed: u64,
     checkpoint: Option<&'a CheckpointFolder>,
     /// The teacher, or the trained model's encoder.
-    part: CheckpointPart,
+    role: EncoderRole,
     device: &'a B::Device,
 }
 
@@ -340,9 +343,9 @@ impl<B: AutodiffBackend> MethodVisitor<B> for LoadEncoder<'_, B> {
         // The run's starting model: the random-init baseline, and the shapes to load into.
         let start = method.init(self.seed, self.device);
         let Some(checkpoint) = self.checkpoint else { return Ok(M::encoder(&start).valid()) };
-        Ok(match self.part {
-            CheckpointPart::Teacher => checkpoint::load_teacher(checkpoint, M::encoder(&start).valid(), self.device)?,
-            _ => M::encoder(&checkpoint::load_model(checkpoint, start, self.device)?).valid(),
+        Ok(match self.role {
+            EncoderRole::Target => checkpoint::load_teacher(checkpoint, M::encoder(&start).valid(), self.device)?,
+            EncoderRole::Context => M::encoder(&checkpoint::load_model(checkpoint, start, self.device)?).valid(),
         })
     }
 }
