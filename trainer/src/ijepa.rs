@@ -102,8 +102,13 @@ impl<B: Backend> IJepa<B> {
     /// The predictions at every target block of `batch`, from its context alone, stacked
     /// along the batch: `[blocks · batch, t, output]`.
     pub fn predict(&self, batch: &DeviceBatch<B>) -> Tensor<B, 3> {
+        Tensor::cat(self.predict_blocks(batch), 0)
+    }
+
+    /// The same, one `[batch, t, output]` per target block.
+    pub fn predict_blocks(&self, batch: &DeviceBatch<B>) -> Vec<Tensor<B, 3>> {
         let context = self.context_encoder.forward(batch.images.clone(), Some(batch.context_idx.clone()));
-        Tensor::cat(self.predictor.forward(context, batch.context_idx.clone(), &batch.target_idx), 0)
+        self.predictor.forward(context, batch.context_idx.clone(), &batch.target_idx)
     }
 }
 
@@ -245,6 +250,18 @@ impl<B: AutodiffBackend> Method<B> for IJepaMethod {
             Stat { name: "relaxed_masks", value: batch.relaxed_masks as f64, reduce: Reduce::Sum },
         ];
         BatchLoss { loss, stats }
+    }
+
+    fn predict_features(&self, model: &IJepa<B>, batch: &DeviceBatch<B>) -> Option<Vec<Tensor<B, 3>>> {
+        Some(model.predict_blocks(batch))
+    }
+
+    fn target_tokens(
+        &self,
+        teacher: &VisionTransformer<B::InnerBackend>,
+        images: Tensor<B::InnerBackend, 4>,
+    ) -> Option<Tensor<B::InnerBackend, 3>> {
+        Some(layer_norm_without_affine(teacher.forward(images, None)))
     }
 }
 

@@ -8,7 +8,9 @@
 //! - its teacher update: an EMA copy of the trained encoder with a momentum schedule, or none;
 //! - its metric columns, which the loop writes beside its own;
 //! - which encoder the probe evaluates: the teacher or the trained encoder itself;
-//! - for a method that predicts pixels, those pixels, for its reconstruction figure.
+//! - for a method that predicts pixels, those pixels, for its reconstruction figure; for
+//!   one that predicts its teacher's features, those features and the teacher's, for the
+//!   predictor-retrieval figure.
 //!
 //! Everything else is shared and never asks which method it runs: the loop
 //! ([`crate::training`]), the optimizer step ([`crate::step`]), checkpoints, the run folder
@@ -114,6 +116,24 @@ pub trait Method<B: AutodiffBackend>: MethodInfo {
     /// patch's statistics, as MAE's figures do). `None` for a method whose targets are
     /// features.
     fn predict_pixels(&self, _model: &Self::Model, _batch: &DeviceBatch<B>) -> Option<Vec<Tensor<B, 3>>> {
+        None
+    }
+
+    /// For a method whose targets are its teacher's features: its prediction of every target
+    /// block of `batch` from the context, one `[batch, t, dim]` per block, in the space the
+    /// loss compares with [`Method::target_tokens`]. `None` for a method whose targets are
+    /// pixels.
+    fn predict_features(&self, _model: &Self::Model, _batch: &DeviceBatch<B>) -> Option<Vec<Tensor<B, 3>>> {
+        None
+    }
+
+    /// The teacher's features of every patch of `images` (`[batch, patches, dim]`), as the
+    /// loss compares predictions with them. `None` for a method whose targets are pixels.
+    fn target_tokens(
+        &self,
+        _teacher: &VisionTransformer<B::InnerBackend>,
+        _images: Tensor<B::InnerBackend, 4>,
+    ) -> Option<Tensor<B::InnerBackend, 3>> {
         None
     }
 }

@@ -173,6 +173,18 @@ pub enum ReportFile {
     PerClassAccuracy,
     /// A pixel-predicting method's reconstructions of test images.
     Reconstruction,
+    /// A feature-predicting method's predictions shown as their nearest gallery patches.
+    Retrieval,
+    /// Top-1 and top-5 retrieval of the trained and the random-init predictor.
+    RetrievalScores,
+    /// The frozen test features of both encoders in two dimensions.
+    Tsne,
+    /// Those two-dimensional coordinates, one row per (encoder, image).
+    TsneCoordinates,
+    /// The run's masks over real images.
+    Masks,
+    /// `report.md` as one self-contained page, every figure inside it.
+    Html,
 }
 
 impl ReportFile {
@@ -188,6 +200,12 @@ impl ReportFile {
             ReportFile::ConfusionMatrix => "confusion.png",
             ReportFile::PerClassAccuracy => "per_class.png",
             ReportFile::Reconstruction => "reconstruction.png",
+            ReportFile::Retrieval => "predictor_retrieval.png",
+            ReportFile::RetrievalScores => "retrieval.parquet",
+            ReportFile::Tsne => "tsne.png",
+            ReportFile::TsneCoordinates => "tsne.parquet",
+            ReportFile::Masks => "masks.png",
+            ReportFile::Html => "report.html",
         }
     }
 }
