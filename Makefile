@@ -38,7 +38,7 @@ help:
 	@echo "make build           the ingest, train and probe release binaries, in one cargo build"
 	@echo "make ingest-fashion  Fashion-MNIST IDX -> $(DATASETS)/fashion-mnist (Parquet shards + manifest)"
 	@echo "make ingest          STL-10 -> $(DATASETS)/stl10 (downloads unless STL10_DIR=... is given)"
-	@echo "make masks           runs/masks.png: I-JEPA's context and target blocks over real images"
+	@echo "make masks           $(RUNS)/masks.png: a config's context and target blocks over real images, at its own grid"
 	@echo "make train-demo      I-JEPA on Fashion-MNIST on the CPU (configs/demo-fashion.toml) -> $(RUNS)/demo-fashion"
 	@echo "make train           the STL-10 ViT-B/16 recipe on a CUDA GPU (configs/stl10-vit-b16.toml)"
 	@echo "make probe           features, linear probe, kNN and report for the STL-10 run (CUDA for the features)"
@@ -74,10 +74,10 @@ endif
 ingest-fashion:
 	$(INGEST_RELEASE) fashion-mnist --from $(FASHION_MNIST_DIR) --out $(DATASETS)/fashion-mnist
 
-# The multi-block masks over real images, as in the paper's figure.
-MASKS_DATASET ?= $(DATASETS)/fashion-mnist
-masks: $(if $(filter $(MASKS_DATASET),$(DATASETS)/fashion-mnist),ingest-fashion)
-	$(CARGO) run --release --quiet -p jepa-shared --example mask_figure -- $(MASKS_DATASET) runs/masks.png test 4
+# A config's masks over real test images, as the paper draws them (nothing trained needed).
+MASKS_CONFIG ?= configs/demo-fashion.toml
+masks: $(if $(filter $(MASKS_CONFIG),configs/demo-fashion.toml configs/compare-fashion.toml),ingest-fashion)
+	$(PROBE_CPU) masks --config $(MASKS_CONFIG) --out $(RUNS)/masks.png
 
 # A run folder with checkpoints is continued (a finished run stays as it is).
 train-demo: ingest-fashion

@@ -76,6 +76,26 @@ def check_report(run: Path) -> None:
     print(summary)
 
 
+def check_figures(run: Path) -> None:
+    probe = run / "probe"
+    tsne = read(probe / "tsne.parquet")
+    expected = {"encoder": pl.String, "id": pl.UInt64, "label": pl.Int32, "class_name": pl.String, "x": pl.Float32, "y": pl.Float32}
+    if dict(tsne.schema) != expected:
+        fail(f"tsne.parquet has schema {dict(tsne.schema)}, expected {expected}")
+    test = read(run / "features" / "test.parquet")
+    per_encoder = tsne.group_by("encoder").agg(pl.len().alias("points"), pl.col("id").n_unique().alias("ids"))
+    if set(per_encoder["encoder"]) != {"pretrained", "random"} or not (per_encoder["points"] == test.height).all():
+        fail(f"tsne.parquet does not hold one point per test image and encoder:\n{per_encoder}")
+    if not per_encoder["ids"].eq(per_encoder["points"]).all():
+        fail("tsne.parquet repeats an image")
+    retrieval = read(probe / "retrieval.parquet")
+    if retrieval["predictor"].to_list() != ["trained", "random"]:
+        fail(f"retrieval.parquet predictors are {retrieval['predictor'].to_list()}")
+    if not (retrieval["top1"] <= retrieval["top5"]).all() or not retrieval["top5"].is_between(0, 1).all():
+        fail(f"retrieval scores out of order or range:\n{retrieval}")
+    print(retrieval)
+
+
 def readme_query(run: Path) -> None:
     # The README's example, verbatim apart from the run folder.
     per_class = (
@@ -97,6 +117,7 @@ def main() -> None:
     run = Path(sys.argv[1])
     check_features(run)
     check_report(run)
+    check_figures(run)
     readme_query(run)
     print(f"check_probe: {run} opens in polars {pl.__version__} as written")
 

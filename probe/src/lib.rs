@@ -15,10 +15,14 @@
 //!   [`finetune`] (the whole encoder and a head trained end to end);
 //! - evaluation over tasks: [`evaluate`] (a probe over every task, written as predictions);
 //! - scores: [`scores`] (accuracy, macro F1, per-class scores and confusion as polars queries);
-//! - plots and Markdown: [`plots`] (PNGs from frames and rows), [`report`] (the Parquet
-//!   tables, `report.md` and the headline summary), [`reconstruction`] (a pixel-predicting
-//!   method's figure);
-//! - the whole: [`pipeline`] (one run's evaluation, `probe all`), [`compare`] (runs of
+//! - pictures: [`plots`] (PNGs from frames and rows), [`sheet`] (figures made of images),
+//!   [`page`] (one page as Markdown and as self-contained HTML);
+//! - figures and the report: [`mask_figure`] (a recipe's masks over real images), [`tsne`]
+//!   (the frozen features in two dimensions), [`retrieval`] (what a feature-predicting
+//!   method's predictor imagines, and how often it is right), [`reconstruction`] (a
+//!   pixel-predicting method's figure), [`report`] (the Parquet tables, the report page and
+//!   the headline summary);
+//! - the whole: [`pipeline`] (one run's evaluation and figures, `probe all`), [`compare`] (runs of
 //!   different methods against a random encoder).
 //!
 //! Beside them: [`interop`] (encoders exported for timm, and imported from safetensors or
@@ -33,11 +37,16 @@ pub mod heldout;
 pub mod interop;
 pub mod knn;
 pub mod linear;
+pub mod mask_figure;
+pub mod page;
 pub mod pipeline;
 pub mod plots;
 pub mod protocol;
 pub mod reconstruction;
 pub mod report;
+pub mod retrieval;
 pub mod scores;
+pub mod sheet;
+pub mod tsne;
 
 pub use error::{ProbeError, Result};

@@ -7,6 +7,8 @@
 //! probe finetune --run runs/demo-fashion [--encoder random] [--epochs 3] [--train-images N]
 //! probe report   --run runs/demo-fashion
 //! probe all      --run runs/demo-fashion [--require-pretrained-better]
+//! probe figures  --run runs/demo-fashion   (masks, t-SNE, predictor retrieval, then the report page)
+//! probe masks    --config configs/demo-fashion.toml --out runs/masks.png   (or --run R)
 //! probe compare  --run runs/compare-fashion/ijepa --run runs/compare-fashion/mae --out runs/compare-fashion
 //! probe reconstruct --run runs/compare-fashion/mae --out mae-reconstruction.png   (methods that predict pixels)
 //! probe export   --run runs/demo-fashion [--encoder target|context] [--checkpoint step-N] --out encoder.safetensors
@@ -24,7 +26,7 @@ use jepa_probe::finetune::FinetuneSettings;
 use jepa_probe::interop;
 use jepa_probe::knn::KnnSettings;
 use jepa_probe::linear::LinearSettings;
-use jepa_probe::pipeline::evaluate_all;
+use jepa_probe::pipeline::{Evaluation, draw_figures, evaluate_all};
 use jepa_probe::report::{Report, summary_table, write_report};
 use jepa_trainer::device::Train;
 use jepa_trainer::portable::Hints;
@@ -304,7 +306,25 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Scores, confusion matrices, report.md and plots from every prediction file
+    /// The run's masks over test images, as its sampler draws them (needs only a config and the dataset)
+    Masks {
+        /// A run folder (the figure goes to <run>/probe/masks.png unless --out says otherwise)
+        #[arg(long, conflicts_with = "config", required_unless_present = "config")]
+        run: Option<PathBuf>,
+        /// A run config, e.g. configs/demo-fashion.toml (needs --out)
+        #[arg(long, requires = "out")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = jepa_probe::mask_figure::MASK_IMAGES)]
+        images: usize,
+    },
+    /// Masks, t-SNE and predictor-retrieval figures of a probed run, then its report page
+    Figures {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Scores, confusion matrices, report.md / report.html and plots from every prediction file
     Report {
         #[command(flatten)]
         run: RunArgs,
@@ -413,16 +433,34 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Masks { run, config, out, images } => {
+            let (recipe, default_out) = match (run, config) {
+                (Some(root), _) => {
+                    let run = open_root(&root)?;
+                    let out = run.folder.report(jepa_trainer::ReportFile::Masks);
+                    (run.recipe, Some(out))
+                }
+                (None, Some(config)) => (jepa_trainer::Recipe::load(&config, &[])?, None),
+                (None, None) => bail!("give --run or --config"),
+            };
+            let out = out.or(default_out).context("--out is needed with --config")?;
+            jepa_probe::mask_figure::draw(&recipe, images, &out)?;
+            println!("{}", out.display());
+        }
+        Command::Figures { run: args } => {
+            let evaluation = draw_figures::<Train>(&open(&args)?, &device)?;
+            print_evaluation(&evaluation);
+        }
         Command::Report { run: args } => {
             let report = write_report(&open(&args)?)?;
             print_report(&report);
         }
         Command::All { run: args, evaluate, require_pretrained_better, import } => {
             let run = import.open(&args, &device)?;
-            let report = evaluate_all::<Train>(&run, &evaluate.options(args.quiet), &device)?;
-            print_report(&report);
+            let evaluation = evaluate_all::<Train>(&run, &evaluate.options(args.quiet), &device)?;
+            print_evaluation(&evaluation);
             if require_pretrained_better {
-                require_better(&report)?;
+                require_better(&evaluation.report)?;
             }
         }
     }
@@ -448,7 +486,14 @@ fn probe(args: &ProbeArgs, probe: &Probe) -> anyhow::Result<()> {
 
 fn print_report(report: &Report) {
     println!("{}", summary_table(&report.summary));
-    println!("report: {}", report.markdown.display());
+    println!("report: {} (self-contained: {})", report.markdown.display(), report.html.display());
+}
+
+fn print_evaluation(evaluation: &Evaluation) {
+    for figure in &evaluation.figures {
+        println!("figure: {} in {:.1} s ({})", figure.path.display(), figure.seconds, figure.note);
+    }
+    print_report(&evaluation.report);
 }
 
 /// Every protocol's pretrained linear accuracy must exceed the random-init one's.

@@ -1,8 +1,8 @@
 //! The report's PNGs (plotters, bitmap backend), each drawn from data (frames and rows, never
 //! a run folder) and written whole or not at all: training curves from the metrics table,
 //! the pretrained encoder's linear-probe confusion matrix, per-class accuracy of the
-//! pretrained against the random-init encoder, the method comparison's bars, and rows of
-//! images (a reconstruction figure).
+//! pretrained against the random-init encoder, and the method comparison's bars. Figures made
+//! of images are drawn by [`crate::sheet`].
 //!
 //! Text is drawn with a TrueType font read at run time (`JEPA_FONT`, else DejaVu Sans or
 //! Liberation Sans from the usual Debian folders), so no font library is linked.
@@ -17,7 +17,7 @@ use polars::prelude::*;
 use crate::error::{ProbeError, Result};
 use crate::evaluate::{FINETUNE, KNN, LINEAR};
 
-const FONT_FAMILY: &str = "sans-serif";
+pub(crate) const FONT_FAMILY: &str = "sans-serif";
 const FONT_CANDIDATES: [&str; 4] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
@@ -26,7 +26,7 @@ const FONT_CANDIDATES: [&str; 4] = [
 ];
 
 /// Registers a font once per process.
-fn ensure_font() -> Result<()> {
+pub(crate) fn ensure_font() -> Result<()> {
     static REGISTERED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     REGISTERED
         .get_or_init(|| {
@@ -92,7 +92,7 @@ pub fn draw_all(
 
 /// Draws a PNG of `size` at `path` with `draw`, through a temporary file: a failed drawing
 /// leaves nothing behind.
-fn png(
+pub(crate) fn png(
     path: &Path,
     size: (u32, u32),
     draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> std::result::Result<(), String>,
@@ -416,50 +416,5 @@ pub fn comparison_bars(task: &str, bars: &[Bar<'_>], path: &Path) -> Result<()> 
             Ok(())
         };
         draw().map_err(|error| error.to_string())
-    })
-}
-
-/// One picture of a figure: `width × height` RGB pixels, row-major.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Picture {
-    pub width: usize,
-    pub height: usize,
-    pub pixels: Vec<[u8; 3]>,
-}
-
-/// Space between pictures, in pixels.
-const GAP_PX: usize = 6;
-
-/// Rows of pictures side by side on white, each drawn `scale` times larger (nearest
-/// neighbour), with a gap around each.
-pub fn picture_rows(rows: &[Vec<Picture>], scale: usize, path: &Path) -> Result<()> {
-    let cell = |size: usize| size * scale;
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let column_width = rows.iter().flatten().map(|picture| cell(picture.width)).max().unwrap_or(0);
-    let row_height = rows.iter().flatten().map(|picture| cell(picture.height)).max().unwrap_or(0);
-    if columns == 0 {
-        return Err(ProbeError::bad(path, "nothing to draw: no pictures"));
-    }
-    let width = columns * column_width + (columns + 1) * GAP_PX;
-    let height = rows.len() * row_height + (rows.len() + 1) * GAP_PX;
-    png(path, (width as u32, height as u32), |root| {
-        root.fill(&WHITE).map_err(|error| error.to_string())?;
-        for (row, pictures) in rows.iter().enumerate() {
-            let top = GAP_PX + row * (row_height + GAP_PX);
-            for (column, picture) in pictures.iter().enumerate() {
-                let left = GAP_PX + column * (column_width + GAP_PX);
-                for (index, rgb) in picture.pixels.iter().enumerate() {
-                    let (x, y) = (index % picture.width, index / picture.width);
-                    let colour = RGBColor(rgb[0], rgb[1], rgb[2]);
-                    for dy in 0..scale {
-                        for dx in 0..scale {
-                            let point = ((left + x * scale + dx) as i32, (top + y * scale + dy) as i32);
-                            root.draw_pixel(point, &colour).map_err(|error| error.to_string())?;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
     })
 }

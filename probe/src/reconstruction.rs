@@ -18,8 +18,8 @@ use jepa_trainer::{CheckpointFolder, Run};
 
 use crate::error::{ProbeError, Result};
 use crate::features::ImageInput;
-use crate::plots::{self, Picture};
 use crate::protocol::TEST_SPLIT;
+use crate::sheet::{Picture, Sheet};
 
 /// Each image is drawn this many times larger (nearest neighbour).
 const SCALE: usize = 4;
@@ -49,7 +49,18 @@ pub fn draw<B: AutodiffBackend>(
     out: &Path,
     device: &B::Device,
 ) -> Result<()> {
-    plots::picture_rows(&reconstruct::<B>(run, checkpoint, count, device)?, SCALE, out)
+    let sheet = Sheet {
+        title: Some(format!(
+            "run {} ({}): target patches as predicted",
+            run.recipe.name(),
+            run.recipe.method_info().name()
+        )),
+        column_titles: ["original", "context", "reconstruction"].map(String::from).to_vec(),
+        rows: reconstruct::<B>(run, checkpoint, count, device)?,
+        scale: SCALE,
+        ..Sheet::default()
+    };
+    sheet.draw(out)
 }
 
 struct Reconstruct<'a, B: AutodiffBackend> {
@@ -138,5 +149,5 @@ fn picture(values: &[f32], row: usize, input: &ImageInput) -> Picture {
             if channels == 1 { [value(0); 3] } else { [value(0), value(1), value(2)] }
         })
         .collect();
-    Picture { width: size, height: size, pixels }
+    Picture::new(size, size, pixels)
 }

@@ -1,12 +1,12 @@
 //! The report: every probe's predictions of a run, queried with polars into
-//! `runs/<name>/probe/{predictions,summary,per_task,per_class,confusion}.parquet`, a
-//! one-page `report.md`, and its plots.
+//! `runs/<name>/probe/{predictions,summary,per_task,per_class,confusion}.parquet`, its plots,
+//! and one page, `report.md` and a self-contained `report.html`, that shows them with every
+//! figure the probe drew for the run.
 //!
 //! `summary.parquet` holds the headline numbers, one row per (encoder, probe, protocol):
 //! `accuracy` and `macro_f1` as fractions (means over folds where a protocol has folds),
 //! `accuracy_std`, `macro_f1_std` and `folds`.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
@@ -15,6 +15,7 @@ use jepa_trainer::{EncoderKind, ReportFile, Run};
 
 use crate::error::{ProbeError, Result};
 use crate::evaluate::{LINEAR, manifest, write_parquet};
+use crate::page::{Align, Page};
 use crate::plots::{self, Plots};
 use crate::protocol::{TEST_SPLIT, TRAIN_SPLIT};
 use crate::scores;
@@ -36,6 +37,8 @@ pub struct SummaryRow {
 pub struct Report {
     pub summary: Vec<SummaryRow>,
     pub markdown: PathBuf,
+    /// The same page, self-contained.
+    pub html: PathBuf,
 }
 
 fn scan(path: &Path) -> Result<LazyFrame> {
@@ -102,20 +105,18 @@ pub fn summary_rows(summary: &DataFrame) -> Result<Vec<SummaryRow>> {
 
 /// The headline table as Markdown.
 pub fn summary_table(rows: &[SummaryRow]) -> String {
-    let mut table = String::from("| protocol | probe | encoder | accuracy | macro F1 |\n|---|---|---|---:|---:|\n");
-    for row in rows {
-        let spread = row.accuracy_std.map(|std| format!(" ± {:.2}", 100.0 * std)).unwrap_or_default();
-        let _ = writeln!(
-            table,
-            "| {} | {} | {} | {:.2}%{spread} | {:.4} |",
-            row.protocol,
-            row.probe,
-            row.encoder,
-            100.0 * row.accuracy,
-            row.macro_f1
-        );
-    }
-    table
+    let mut page = Page::default();
+    page.table(
+        &[
+            ("protocol", Align::Left),
+            ("probe", Align::Left),
+            ("encoder", Align::Left),
+            ("accuracy", Align::Right),
+            ("macro F1", Align::Right),
+        ],
+        rows.iter().map(summary_cells).collect(),
+    );
+    page.markdown().trim_end().to_string() + "\n"
 }
 
 /// Writes the report's Parquet files, `report.md` and the plots.
@@ -159,11 +160,11 @@ pub fn write_report(run: &Run) -> Result<Report> {
         confusion: out(ReportFile::ConfusionMatrix),
         per_class: out(ReportFile::PerClassAccuracy),
     };
-    let drawn = plots::draw_all(&plots, metrics.as_ref(), &per_class, &confusion, &manifest.class_names)?;
-    let markdown = markdown(run, &rows, &per_class, metrics.as_ref(), &drawn)?;
-    let markdown_path = out(ReportFile::Markdown);
-    jepa_shared::atomic::write_bytes(&markdown_path, markdown.as_bytes())?;
-    Ok(Report { summary: rows, markdown: markdown_path })
+    plots::draw_all(&plots, metrics.as_ref(), &per_class, &confusion, &manifest.class_names)?;
+    let page = page(run, &rows, &per_class, metrics.as_ref())?;
+    let (markdown, html) = (out(ReportFile::Markdown), out(ReportFile::Html));
+    page.write(&format!("{}: frozen-encoder evaluation", run.recipe.name()), &markdown, &html)?;
+    Ok(Report { summary: rows, markdown, html })
 }
 
 /// The run's `metrics.parquet`, when it has one.
@@ -230,22 +231,40 @@ fn training_lines(method: &str, metrics: Option<&DataFrame>) -> Result<Vec<Strin
     )])
 }
 
-fn markdown(
-    run: &Run,
-    rows: &[SummaryRow],
-    per_class: &DataFrame,
-    metrics: Option<&DataFrame>,
-    plots: &[PathBuf],
-) -> Result<String> {
+/// The figures a page shows, in order, with their captions.
+fn figure_captions(run: &Run) -> Vec<(ReportFile, String)> {
+    let method = run.recipe.method_info().name();
+    vec![
+        (ReportFile::Masks, format!("The run's {method} masks over test images, drawn by its own sampler and seed.")),
+        (ReportFile::TrainingCurves, "Training curves against the optimizer step.".into()),
+        (
+            ReportFile::ConfusionMatrix,
+            "Linear-probe confusion matrix of the pretrained encoder (rows: true class).".into(),
+        ),
+        (ReportFile::PerClassAccuracy, "Per-class linear-probe accuracy, pretrained against random-init.".into()),
+        (
+            ReportFile::Tsne,
+            "t-SNE of the frozen test features (Barnes-Hut, perplexity 30), pretrained beside random-init.".into(),
+        ),
+        (
+            ReportFile::Retrieval,
+            "What the predictor imagines: each predicted feature shown as its cosine-nearest patch among every patch \
+             of 200 other test images, embedded by the target encoder."
+                .into(),
+        ),
+        (ReportFile::Reconstruction, "Reconstructions of test images from their context.".into()),
+    ]
+}
+
+fn page(run: &Run, rows: &[SummaryRow], per_class: &DataFrame, metrics: Option<&DataFrame>) -> Result<Page> {
     let config = run.recipe.config();
     let vit = run.recipe.encoder();
     let method = run.recipe.method_info();
-    let mut text = String::new();
-    let _ = writeln!(text, "# {}: frozen-encoder evaluation\n", config.name);
-    let _ = writeln!(
-        text,
+    let mut page = Page::default();
+    page.heading(1, format!("{}: frozen-encoder evaluation", config.name));
+    page.paragraph(format!(
         "Encoder: ViT `{}` (dim {}, depth {}, heads {}) at {} px with {} px patches, {} channel(s); \
-         dataset `{}`.\n",
+         dataset `{}`; method `{}` (`{}`).",
         config.encoder.preset,
         vit.dim,
         vit.depth,
@@ -253,37 +272,100 @@ fn markdown(
         vit.image_size_px,
         vit.patch_size_px,
         vit.channels,
-        config.dataset.display()
+        config.dataset.display(),
+        method.name(),
+        method.objective(),
+    ));
+    page.heading(2, "Headline");
+    page.table(
+        &[
+            ("protocol", Align::Left),
+            ("probe", Align::Left),
+            ("encoder", Align::Left),
+            ("accuracy", Align::Right),
+            ("macro F1", Align::Right),
+        ],
+        rows.iter().map(summary_cells).collect(),
     );
-    text.push_str("## Headline\n\n");
-    text.push_str(&summary_table(rows));
     let pretrained = if run.is_imported() {
         format!("the encoder imported into `{}`", run.folder.imported_encoder().display())
     } else {
         method.evaluated_description().to_string()
     };
-    let _ = write!(
-        text,
-        "\n`pretrained` is {pretrained}; `random` the same config from the run's seed, never \
+    page.paragraph(format!(
+        "`pretrained` is {pretrained}; `random` the same config from the run's seed, never \
          trained. Linear: softmax regression on standardised features, learning rate and weight decay chosen \
          on 10% of train, retrained on all of train, evaluated once on test. kNN: cosine, k = 20, \
          votes exp(sim / 0.07). Fine-tune (where run): encoder and linear head trained end to end, learning \
-         rate and epochs chosen on a validation part of train, evaluated once on test.\n\n",
-    );
+         rate and epochs chosen on a validation part of train, evaluated once on test."
+    ));
 
-    text.push_str("## Features\n\n| encoder | split | rows | dim | from |\n|---|---|---:|---:|---|\n");
+    let retrieval = crate::retrieval::read_scores(run)?;
+    if !retrieval.is_empty() {
+        page.heading(2, "Predictor retrieval");
+        page.table(
+            &[
+                ("predictor", Align::Left),
+                ("top-1", Align::Right),
+                ("top-5", Align::Right),
+                ("predicted patches", Align::Right),
+                ("candidates", Align::Right),
+            ],
+            retrieval
+                .iter()
+                .map(|score| {
+                    vec![
+                        score.predictor.clone(),
+                        format!("{:.2}%", 100.0 * score.top1),
+                        format!("{:.2}%", 100.0 * score.top5),
+                        score.predictions.to_string(),
+                        score.candidates.to_string(),
+                    ]
+                })
+                .collect(),
+        );
+        page.paragraph(format!(
+            "For every predicted target patch of {} held-out test images, whether the target encoder's feature of \
+             the true patch is the cosine-nearest (top-1) or among the five nearest (top-5) of all {} patches of \
+             those images. `random` is the run's step-0 context encoder and predictor against the same trained \
+             target encoder; chance is {:.3}% top-1.",
+            retrieval[0].images,
+            retrieval[0].candidates,
+            100.0 / retrieval[0].candidates.max(1) as f64
+        ));
+    }
+
+    page.heading(2, "Features");
+    let mut feature_rows = Vec::new();
     for encoder in EncoderKind::ALL {
         for split in [TRAIN_SPLIT, TEST_SPLIT] {
             let path = run.folder.features(encoder, split);
             if path.exists() {
-                let (rows, dim) = feature_shape(&path)?;
+                let (count, dim) = feature_shape(&path)?;
                 let source = crate::features::read_metadata(&path)?.get("checkpoint").cloned().unwrap_or("init".into());
-                let _ = writeln!(text, "| {encoder} | {split} | {rows} | {dim} | {source} |");
+                feature_rows.push(vec![
+                    encoder.to_string(),
+                    split.to_string(),
+                    count.to_string(),
+                    dim.to_string(),
+                    source,
+                ]);
             }
         }
     }
+    page.table(
+        &[
+            ("encoder", Align::Left),
+            ("split", Align::Left),
+            ("rows", Align::Right),
+            ("dim", Align::Right),
+            ("from", Align::Left),
+        ],
+        feature_rows,
+    );
 
-    text.push_str("\n## Linear-probe selection\n\n| encoder | protocol | fold | lr | weight decay | validation accuracy |\n|---|---|---:|---:|---:|---:|\n");
+    page.heading(2, "Linear-probe selection");
+    let mut selection_rows = Vec::new();
     for encoder in EncoderKind::ALL {
         let path = run.folder.selection(encoder, LINEAR);
         if !path.exists() {
@@ -311,19 +393,29 @@ fn markdown(
                     .unwrap_or(f64::NAN)
             };
             let fold = cell("fold");
-            let _ = writeln!(
-                text,
-                "| {encoder} | {} | {} | {:e} | {:e} | {:.2}% |",
-                cell("protocol").trim_matches('"'),
+            selection_rows.push(vec![
+                encoder.to_string(),
+                cell("protocol").trim_matches('"').to_string(),
                 if fold == "null" { "–".into() } else { fold },
-                number("learning_rate"),
-                number("weight_decay"),
-                100.0 * number("validation_accuracy"),
-            );
+                format!("{:e}", number("learning_rate")),
+                format!("{:e}", number("weight_decay")),
+                format!("{:.2}%", 100.0 * number("validation_accuracy")),
+            ]);
         }
     }
+    page.table(
+        &[
+            ("encoder", Align::Left),
+            ("protocol", Align::Left),
+            ("fold", Align::Right),
+            ("lr", Align::Right),
+            ("weight decay", Align::Right),
+            ("validation accuracy", Align::Right),
+        ],
+        selection_rows,
+    );
 
-    text.push_str("\n## Per-class accuracy (linear probe)\n\n");
+    page.heading(2, "Per-class accuracy (linear probe)");
     let per_class_linear = collect(
         per_class
             .clone()
@@ -334,7 +426,6 @@ fn markdown(
             .sort(["protocol", "class", "encoder"], SortMultipleOptions::default()),
         "per-class accuracy",
     )?;
-    text.push_str("| protocol | class | pretrained | random |\n|---|---|---:|---:|\n");
     let mut cells: std::collections::BTreeMap<(String, i64, String), [Option<f64>; 2]> = Default::default();
     for row in 0..per_class_linear.height() {
         let get = |name: &str| {
@@ -348,19 +439,37 @@ fn markdown(
         let slot = usize::from(encoder == "random");
         cells.entry((protocol, class, name)).or_default()[slot] = recall;
     }
-    for ((protocol, class, name), [pretrained, random]) in &cells {
-        let show = |value: &Option<f64>| value.map(|v| format!("{:.1}%", 100.0 * v)).unwrap_or("–".into());
-        let _ = writeln!(text, "| {protocol} | {class} {name} | {} | {} |", show(pretrained), show(random));
-    }
+    let show = |value: &Option<f64>| value.map(|v| format!("{:.1}%", 100.0 * v)).unwrap_or("–".into());
+    page.table(
+        &[("protocol", Align::Left), ("class", Align::Left), ("pretrained", Align::Right), ("random", Align::Right)],
+        cells
+            .iter()
+            .map(|((protocol, class, name), [pretrained, random])| {
+                vec![protocol.clone(), format!("{class} {name}"), show(pretrained), show(random)]
+            })
+            .collect(),
+    );
 
-    text.push_str("\n## Training\n\n");
+    page.heading(2, "Training");
     for line in training_lines(method.name(), metrics)? {
-        let _ = writeln!(text, "{line}\n");
+        page.paragraph(line);
     }
-    for plot in plots {
-        if let Some(name) = plot.file_name().and_then(|name| name.to_str()) {
-            let _ = writeln!(text, "![{name}]({name})\n");
-        }
+    page.heading(2, "Figures");
+    for (file, caption) in figure_captions(run) {
+        page.figure(run.folder.report(file), caption);
     }
-    Ok(text)
+    page.heading(2, "Config");
+    page.code("The run's config, every default filled in", run.recipe.to_toml());
+    Ok(page)
+}
+
+fn summary_cells(row: &SummaryRow) -> Vec<String> {
+    let spread = row.accuracy_std.map(|std| format!(" ± {:.2}", 100.0 * std)).unwrap_or_default();
+    vec![
+        row.protocol.clone(),
+        row.probe.clone(),
+        row.encoder.clone(),
+        format!("{:.2}%{spread}", 100.0 * row.accuracy),
+        format!("{:.4}", row.macro_f1),
+    ]
 }

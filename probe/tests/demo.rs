@@ -60,7 +60,8 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
         },
         ..EvaluateOptions::default()
     };
-    let report = evaluate_all::<Backend>(&run, &options, &Default::default()).unwrap();
+    let evaluation = evaluate_all::<Backend>(&run, &options, &Default::default()).unwrap();
+    let report = &evaluation.report;
 
     // Features: every image once, the encoder's width, ids and labels as the shards hold them.
     let manifest = Manifest::read(&slice).unwrap().unwrap();
@@ -109,10 +110,38 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
     {
         assert!(markdown.contains(needle), "report.md lacks `{needle}`:\n{markdown}");
     }
-    for plot in ["training_curves.png", "confusion.png", "per_class.png"] {
+    for plot in
+        ["training_curves.png", "confusion.png", "per_class.png", "masks.png", "tsne.png", "predictor_retrieval.png"]
+    {
         assert_png(&probe.join(plot));
         assert!(markdown.contains(plot), "report.md does not show {plot}");
     }
+    let drawn: Vec<_> = evaluation.figures.iter().map(|figure| figure.path.clone()).collect();
+    assert_eq!(drawn, ["masks.png", "tsne.png", "predictor_retrieval.png"].map(|name| probe.join(name)));
+
+    // The self-contained page: every figure inside it, none linked.
+    let html = std::fs::read_to_string(&report.html).unwrap();
+    assert_eq!(html.matches("<img src=\"data:image/png;base64,").count(), 6, "six figures embedded");
+    assert!(!html.contains(".png\""), "report.html links a file");
+    assert!(html.contains("Ankle boot") && html.contains("Predictor retrieval"));
+
+    // t-SNE: a point per test image and encoder, with its class, for polars.
+    let tsne = read(&probe.join("tsne.parquet"));
+    assert_eq!(tsne.height() as u64, 2 * TEST_IMAGES, "{tsne}");
+    assert!(column_f64(&tsne, "x").iter().chain(&column_f64(&tsne, "y")).all(|v| v.is_finite()));
+    assert!(tsne.column("class_name").unwrap().str().unwrap().iter().any(|name| name == Some("Ankle boot")));
+
+    // Retrieval: the trained and the random-init predictor, each over every predicted patch of
+    // 200 test images ranked among all their patches.
+    let patches = run.recipe.encoder().num_patches();
+    let retrieval = jepa_probe::retrieval::read_scores(&run).unwrap();
+    assert_eq!(retrieval.iter().map(|score| score.predictor.as_str()).collect::<Vec<_>>(), ["trained", "random"]);
+    for score in &retrieval {
+        assert_eq!((score.images, score.candidates), (200, 200 * patches));
+        assert!(score.predictions > 200 * 4, "{score:?}");
+        assert!((0.0..=1.0).contains(&score.top1) && score.top1 <= score.top5 && score.top5 <= 1.0, "{score:?}");
+    }
+    assert!(retrieval[0].top5 > retrieval[1].top5, "40 steps taught the predictor nothing: {retrieval:?}");
 
     // Export → import → features: bitwise the trained encoder's.
     let device = Default::default();
@@ -273,10 +302,10 @@ fn small_comparison_of_every_method_and_random_on_real_fashion_mnist() {
     jepa_probe::reconstruction::draw::<Backend>(mae, None, 4, &figure, &Default::default()).unwrap();
     let bytes = std::fs::read(&figure).unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
-    // 3 columns of 112 px and 4 rows of 112 px, with 6 px gaps.
+    // 3 columns and 4 rows of 112-px pictures with 8-px gaps, under a title and column titles.
     let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
     let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
-    assert_eq!((width, height), (3 * 112 + 4 * 6, 4 * 112 + 5 * 6));
+    assert!(width >= 3 * 112 + 4 * 8 && height > 4 * 112 + 5 * 8 + 40, "{width}×{height}");
 
     // I-JEPA with pixel targets draws what its predictor puts in the target blocks: the
     // context as it was, every target patch predicted, grey elsewhere.
