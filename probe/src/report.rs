@@ -106,16 +106,7 @@ pub fn summary_rows(summary: &DataFrame) -> Result<Vec<SummaryRow>> {
 /// The headline table as Markdown.
 pub fn summary_table(rows: &[SummaryRow]) -> String {
     let mut page = Page::default();
-    page.table(
-        &[
-            ("protocol", Align::Left),
-            ("probe", Align::Left),
-            ("encoder", Align::Left),
-            ("accuracy", Align::Right),
-            ("macro F1", Align::Right),
-        ],
-        rows.iter().map(summary_cells).collect(),
-    );
+    add_summary(&mut page, rows);
     page.markdown().trim_end().to_string() + "\n"
 }
 
@@ -277,16 +268,7 @@ fn page(run: &Run, rows: &[SummaryRow], per_class: &DataFrame, metrics: Option<&
         method.objective(),
     ));
     page.heading(2, "Headline");
-    page.table(
-        &[
-            ("protocol", Align::Left),
-            ("probe", Align::Left),
-            ("encoder", Align::Left),
-            ("accuracy", Align::Right),
-            ("macro F1", Align::Right),
-        ],
-        rows.iter().map(summary_cells).collect(),
-    );
+    add_summary(&mut page, rows);
     let pretrained = if run.is_imported() {
         format!("the encoder imported into `{}`", run.folder.imported_encoder().display())
     } else {
@@ -461,6 +443,20 @@ fn page(run: &Run, rows: &[SummaryRow], per_class: &DataFrame, metrics: Option<&
     page.heading(2, "Config");
     page.code("The run's config, every default filled in", run.recipe.to_toml());
     Ok(page)
+}
+
+/// The headline table as a block of `page`.
+fn add_summary(page: &mut Page, rows: &[SummaryRow]) {
+    page.table(
+        &[
+            ("protocol", Align::Left),
+            ("probe", Align::Left),
+            ("encoder", Align::Left),
+            ("accuracy", Align::Right),
+            ("macro F1", Align::Right),
+        ],
+        rows.iter().map(summary_cells).collect(),
+    );
 }
 
 fn summary_cells(row: &SummaryRow) -> Vec<String> {

@@ -249,6 +249,15 @@ mod tests {
     }
 
     #[test]
+    fn grey_and_colour_planes_become_rgb_pixels() {
+        // 2×2 images: one grey plane, or red, green and blue planes one after another.
+        let grey = Picture::from_planes(&[0, 50, 100, 150], 2, 1);
+        assert_eq!(grey.pixels, vec![[0; 3], [50; 3], [100; 3], [150; 3]]);
+        let colour = Picture::from_planes(&[1, 2, 3, 4, 10, 20, 30, 40, 100, 200, 250, 255], 2, 3);
+        assert_eq!(colour.pixels, vec![[1, 10, 100], [2, 20, 200], [3, 30, 250], [4, 40, 255]]);
+    }
+
+    #[test]
     fn a_sheet_that_fails_while_writing_leaves_the_previous_file_as_it_was() {
         let folder = tempfile::tempdir().unwrap();
         let path = folder.path().join("figure.png");
