@@ -284,6 +284,13 @@ fn write_predictions(path: &Path, evaluations: &[(TaskLabel, Predictions)]) -> R
 }
 
 /// Writes `frame` to `path`, whole or not at all.
+/// A Parquet file as a lazy frame.
+pub fn scan(path: &Path) -> Result<LazyFrame> {
+    let text = path.to_str().ok_or_else(|| ProbeError::bad(path, "is not valid UTF-8"))?;
+    LazyFrame::scan_parquet(PlRefPath::new(text), ScanArgsParquet::default())
+        .map_err(ProbeError::polars(path.display().to_string()))
+}
+
 pub fn write_parquet(path: &Path, frame: &mut DataFrame) -> Result<()> {
     jepa_shared::atomic::write_file(path, |file| {
         ParquetWriter::new(file).finish(frame).map_err(ProbeError::polars(path.display().to_string()))?;

@@ -23,54 +23,88 @@ impl Default for KnnSettings {
 /// Queries are compared with the train set this many at a time (bounds the similarity block).
 const QUERY_CHUNK: usize = 512;
 
+/// Rows to be searched by cosine similarity: scaled to unit length once and kept transposed
+/// on the tensor backend, so each block of queries is one matmul. The kNN probe searches the
+/// train features with it; the predictor-retrieval figure its gallery of patches.
+pub struct CosineIndex {
+    /// `[dim, rows]`.
+    rows_t: Tensor<NdArray<f32>, 2>,
+    rows: usize,
+    dim: usize,
+}
+
+impl CosineIndex {
+    /// `values` holds rows of `dim` values each.
+    pub fn new(values: &[f32], dim: usize) -> Self {
+        let mut values = values.to_vec();
+        unit_rows(&mut values, dim);
+        let rows = values.len() / dim.max(1);
+        let rows_t =
+            Tensor::<NdArray<f32>, 2>::from_data(TensorData::new(values, [rows, dim]), &Default::default()).transpose();
+        Self { rows_t, rows, dim }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Calls `each(query, cosines of query to every row)` for every row of `queries` (`dim`
+    /// values each, any length), [`QUERY_CHUNK`] queries per matmul.
+    pub fn each_query(&self, queries: &[f32], mut each: impl FnMut(usize, &[f32])) {
+        assert_eq!(queries.len() % self.dim.max(1), 0, "queries are not rows of {} values", self.dim);
+        let mut queries = queries.to_vec();
+        unit_rows(&mut queries, self.dim);
+        for (chunk_index, chunk) in queries.chunks(QUERY_CHUNK * self.dim).enumerate() {
+            let count = chunk.len() / self.dim;
+            let query = Tensor::<NdArray<f32>, 2>::from_data(
+                TensorData::new(chunk.to_vec(), [count, self.dim]),
+                &Default::default(),
+            );
+            let similarity = query.matmul(self.rows_t.clone()).into_data().into_vec::<f32>().expect("f32");
+            for (offset, row) in similarity.chunks_exact(self.rows).enumerate() {
+                each(chunk_index * QUERY_CHUNK + offset, row);
+            }
+        }
+    }
+}
+
 pub struct Knn {
-    /// `[dim, rows]`: the L2-normalised train features, transposed for one matmul per chunk.
-    train_t: Tensor<NdArray<f32>, 2>,
+    /// The train features.
+    train: CosineIndex,
     labels: Vec<i32>,
     classes: usize,
-    dim: usize,
     settings: KnnSettings,
 }
 
 impl Knn {
     pub fn new(train: &FeatureTable, classes: usize, settings: KnnSettings) -> Self {
-        let device = Default::default();
-        let normalised = l2_normalised(train);
-        let train_t =
-            Tensor::<NdArray<f32>, 2>::from_data(TensorData::new(normalised, [train.len(), train.dim]), &device)
-                .transpose();
-        Self { train_t, labels: train.labels.clone(), classes, dim: train.dim, settings }
+        Self { train: CosineIndex::new(&train.values, train.dim), labels: train.labels.clone(), classes, settings }
     }
 
     /// Class votes for each query row, `[rows × classes]`.
     pub fn votes(&self, queries: &FeatureTable) -> Vec<f32> {
-        assert_eq!(queries.dim, self.dim, "query features have another size than the train features");
-        let device = Default::default();
-        let normalised = l2_normalised(queries);
+        assert_eq!(queries.dim, self.train.dim, "query features have another size than the train features");
         let rows = self.labels.len();
         let k = self.settings.k.min(rows);
         let mut votes = vec![0f32; queries.len() * self.classes];
         let mut order: Vec<usize> = Vec::with_capacity(rows);
-        for (chunk_index, chunk) in normalised.chunks(QUERY_CHUNK * self.dim).enumerate() {
-            let count = chunk.len() / self.dim;
-            let query =
-                Tensor::<NdArray<f32>, 2>::from_data(TensorData::new(chunk.to_vec(), [count, self.dim]), &device);
-            let similarity = query.matmul(self.train_t.clone()).into_data().into_vec::<f32>().expect("f32");
-            for (offset, row) in similarity.chunks_exact(rows).enumerate() {
-                order.clear();
-                order.extend(0..rows);
-                // Most similar first; equal similarities go to the lower train index.
-                let descending = |a: &usize, b: &usize| row[*b].total_cmp(&row[*a]).then(a.cmp(b));
-                if k < rows {
-                    order.select_nth_unstable_by(k - 1, descending);
-                }
-                let query_row = chunk_index * QUERY_CHUNK + offset;
-                let out = &mut votes[query_row * self.classes..(query_row + 1) * self.classes];
-                for &neighbour in &order[..k] {
-                    out[self.labels[neighbour] as usize] += (row[neighbour] / self.settings.temperature).exp();
-                }
+        self.train.each_query(&queries.values, |query_row, row| {
+            order.clear();
+            order.extend(0..rows);
+            // Most similar first; equal similarities go to the lower train index.
+            let descending = |a: &usize, b: &usize| row[*b].total_cmp(&row[*a]).then(a.cmp(b));
+            if k < rows {
+                order.select_nth_unstable_by(k - 1, descending);
             }
-        }
+            let out = &mut votes[query_row * self.classes..(query_row + 1) * self.classes];
+            for &neighbour in &order[..k] {
+                out[self.labels[neighbour] as usize] += (row[neighbour] / self.settings.temperature).exp();
+            }
+        });
         votes
     }
 }
@@ -92,13 +126,13 @@ pub fn argmax(values: &[f32]) -> i32 {
     best as i32
 }
 
-fn l2_normalised(table: &FeatureTable) -> Vec<f32> {
-    let mut values = table.values.clone();
-    for row in values.chunks_exact_mut(table.dim) {
+/// Every row of `dim` values scaled to unit length (a zero row stays zero), so dot products
+/// are cosines.
+pub fn unit_rows(values: &mut [f32], dim: usize) {
+    for row in values.chunks_exact_mut(dim.max(1)) {
         let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
         row.iter_mut().for_each(|v| *v /= norm);
     }
-    values
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use polars::prelude::*;
 use jepa_trainer::{EncoderKind, ReportFile, Run};
 
 use crate::error::{ProbeError, Result};
-use crate::evaluate::{LINEAR, manifest, write_parquet};
+use crate::evaluate::{LINEAR, manifest, scan, write_parquet};
 use crate::page::{Align, Page};
 use crate::plots::{self, Plots};
 use crate::protocol::{TEST_SPLIT, TRAIN_SPLIT};
@@ -39,12 +39,6 @@ pub struct Report {
     pub markdown: PathBuf,
     /// The same page, self-contained.
     pub html: PathBuf,
-}
-
-fn scan(path: &Path) -> Result<LazyFrame> {
-    let text = path.to_str().ok_or_else(|| ProbeError::bad(path, "is not valid UTF-8"))?;
-    LazyFrame::scan_parquet(PlRefPath::new(text), ScanArgsParquet::default())
-        .map_err(ProbeError::polars(path.display().to_string()))
 }
 
 fn collect(frame: LazyFrame, what: &str) -> Result<DataFrame> {

@@ -25,11 +25,11 @@ use jepa_trainer::run::EncoderRole;
 use jepa_trainer::vit::VisionTransformer;
 use jepa_trainer::{CheckpointFolder, EncoderKind, ReportFile, Run};
 use polars::prelude::*;
-use rayon::prelude::*;
 
 use crate::error::{ProbeError, Result};
-use crate::evaluate::write_parquet;
+use crate::evaluate::{scan, write_parquet};
 use crate::features::ImageInput;
+use crate::knn::{CosineIndex, argmax};
 use crate::protocol::TEST_SPLIT;
 use crate::sheet::{Outline, Picture, Sheet, block_colour};
 
@@ -72,77 +72,24 @@ impl Tokens {
         self.dim = other.dim;
         self.values.extend(other.values);
     }
-
-    /// Every row scaled to unit length (a zero row stays zero), so dot products are cosines.
-    fn unit(mut self) -> Self {
-        for row in self.values.chunks_exact_mut(self.dim.max(1)) {
-            let norm = row.iter().map(|value| value * value).sum::<f32>().sqrt();
-            if norm > 0.0 {
-                row.iter_mut().for_each(|value| *value /= norm);
-            }
-        }
-        self
-    }
-}
-
-/// `each(query, cosines to every gallery row)` for every query row, in parallel; both sets of
-/// rows must be unit length.
-fn with_cosines<T: Send>(queries: &Tokens, gallery: &Tokens, each: impl Fn(usize, &[f32]) -> T + Sync) -> Vec<T> {
-    const BLOCK: usize = 256;
-    let (dim, candidates) = (queries.dim, gallery.len());
-    queries
-        .values
-        .par_chunks(BLOCK * dim)
-        .enumerate()
-        .flat_map_iter(|(block, rows)| {
-            let count = rows.len() / dim;
-            let mut cosines = vec![0.0f32; count * candidates];
-            // cosines = rows · galleryᵀ, row-major.
-            unsafe {
-                matrixmultiply::sgemm(
-                    count,
-                    dim,
-                    candidates,
-                    1.0,
-                    rows.as_ptr(),
-                    dim as isize,
-                    1,
-                    gallery.values.as_ptr(),
-                    1,
-                    dim as isize,
-                    0.0,
-                    cosines.as_mut_ptr(),
-                    candidates as isize,
-                    1,
-                );
-            }
-            (0..count)
-                .map(|row| each(block * BLOCK + row, &cosines[row * candidates..(row + 1) * candidates]))
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 /// The gallery row nearest (by cosine) to each query row.
-pub fn nearest(queries: &Tokens, gallery: &Tokens) -> Vec<usize> {
-    let (queries, gallery) = (queries.clone().unit(), gallery.clone().unit());
-    with_cosines(&queries, &gallery, |_, cosines| {
-        cosines
-            .iter()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |best, (at, &cosine)| if cosine > best.1 { (at, cosine) } else { best })
-            .0
-    })
+pub fn nearest(queries: &Tokens, gallery: &CosineIndex) -> Vec<usize> {
+    let mut found = Vec::with_capacity(queries.len());
+    gallery.each_query(&queries.values, |_, cosines| found.push(argmax(cosines) as usize));
+    found
 }
 
 /// For each query row, how many gallery rows are strictly nearer to it than gallery row
 /// `truth[query]`: 0 where the truth is the nearest.
-pub fn ranks(queries: &Tokens, gallery: &Tokens, truth: &[usize]) -> Vec<usize> {
-    let (queries, gallery) = (queries.clone().unit(), gallery.clone().unit());
-    with_cosines(&queries, &gallery, |query, cosines| {
+pub fn ranks(queries: &Tokens, gallery: &CosineIndex, truth: &[usize]) -> Vec<usize> {
+    let mut ranks = Vec::with_capacity(queries.len());
+    gallery.each_query(&queries.values, |query, cosines| {
         let own = cosines[truth[query]];
-        cosines.iter().filter(|&&cosine| cosine > own).count()
-    })
+        ranks.push(cosines.iter().filter(|&&cosine| cosine > own).count());
+    });
+    ranks
 }
 
 /// The method's predicted features at every target patch of `images` under `masks`: one
@@ -276,10 +223,7 @@ pub fn read_scores(run: &Run) -> Result<Vec<RetrievalScore>> {
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let text = path.to_str().ok_or_else(|| ProbeError::bad(&path, "is not valid UTF-8"))?;
-    let frame = LazyFrame::scan_parquet(PlRefPath::new(text), ScanArgsParquet::default())
-        .and_then(LazyFrame::collect)
-        .map_err(ProbeError::polars(path.display().to_string()))?;
+    let frame = scan(&path)?.collect().map_err(ProbeError::polars(path.display().to_string()))?;
     let column = |name: &str| {
         frame
             .column(name)
@@ -326,22 +270,30 @@ impl<B: AutodiffBackend> MethodVisitor<B> for Retrieve<'_, B> {
             .map_err(jepa_trainer::RunError::from)?;
         let random = method.init(seed, device);
 
-        let mut gallery = Tokens { values: Vec::new(), dim: 0 };
-        for rows in chunks(self.gallery.len()) {
-            let images =
-                input.normalise::<B::InnerBackend>(&self.gallery.select_rows(&rows).pixels, rows.len(), device);
-            gallery
-                .extend(gallery_tokens::<B, M>(method, self.teacher, images).ok_or_else(|| not_feature_targets(run))?);
+        // Each chunk of gallery images normalised once: the teacher embeds them, and each
+        // predictor is scored on them.
+        let chunks: Vec<(Vec<usize>, Tensor<B, 4>)> = chunk_rows(self.gallery.len())
+            .into_iter()
+            .map(|rows| {
+                let images = input.normalise::<B>(&self.gallery.select_rows(&rows).pixels, rows.len(), device);
+                (rows, images)
+            })
+            .collect();
+        let mut tokens = Tokens { values: Vec::new(), dim: 0 };
+        for (_, images) in &chunks {
+            let embedded = gallery_tokens::<B, M>(method, self.teacher, images.clone().inner());
+            tokens.extend(embedded.ok_or_else(|| not_feature_targets(run))?);
         }
-        let patches = gallery.len() / self.gallery.len();
+        let patches = tokens.len() / self.gallery.len();
+        let gallery = CosineIndex::new(&tokens.values, tokens.dim);
 
         let mut scores = Vec::new();
         for (name, model) in [("trained", &trained), ("random", &random)] {
             let (mut top1, mut top5, mut predictions) = (0usize, 0usize, 0usize);
-            for rows in chunks(self.gallery.len()) {
+            for (rows, images) in &chunks {
                 let masks = sampler.sample_batch(seed, SCORE_EPOCH, rows[0] as u64, rows.len());
-                let images = input.normalise::<B>(&self.gallery.select_rows(&rows).pixels, rows.len(), device);
-                let blocks = predict(method, model, images, &masks, device).ok_or_else(|| not_feature_targets(run))?;
+                let blocks =
+                    predict(method, model, images.clone(), &masks, device).ok_or_else(|| not_feature_targets(run))?;
                 for (block, predicted) in blocks.iter().enumerate() {
                     let truth: Vec<usize> = rows
                         .iter()
@@ -392,7 +344,7 @@ impl<B: AutodiffBackend> MethodVisitor<B> for Retrieve<'_, B> {
 }
 
 /// `0..count` in chunks of [`CHUNK`] images.
-fn chunks(count: usize) -> Vec<Vec<usize>> {
+fn chunk_rows(count: usize) -> Vec<Vec<usize>> {
     (0..count).step_by(CHUNK).map(|start| (start..(start + CHUNK).min(count)).collect()).collect()
 }
 
@@ -463,6 +415,7 @@ mod tests {
     #[test]
     fn nearest_and_ranks_follow_the_cosine() {
         let gallery = tokens(&[[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [1.0, 1.0]]);
+        let gallery = CosineIndex::new(&gallery.values, gallery.dim);
         // Length does not matter, direction does.
         let queries = tokens(&[[10.0, 0.5], [0.1, 3.0], [-2.0, -0.1]]);
         assert_eq!(nearest(&queries, &gallery), vec![0, 1, 2]);
@@ -504,6 +457,7 @@ mod tests {
             &device,
         );
         let gallery = gallery_tokens::<B, _>(&method, &teacher, gallery_images).unwrap();
+        let gallery = CosineIndex::new(&gallery.values, gallery.dim);
         let masks = <IJepaMethod as MethodInfo>::masks(&method).sample_batch(11, 0, 0, count);
         let pixels = noise(count * size * size);
         let retrieved = |pixels: &[f32]| -> Vec<Vec<usize>> {

@@ -20,6 +20,7 @@ use polars::prelude::*;
 use crate::error::{ProbeError, Result};
 use crate::evaluate::{manifest, write_parquet};
 use crate::features::FeatureTable;
+use crate::knn::unit_rows;
 use crate::plots::{FONT_FAMILY, ensure_font, png};
 use crate::protocol::TEST_SPLIT;
 
@@ -44,12 +45,7 @@ pub fn embed(values: &[f32], dim: usize, settings: &TsneSettings) -> Vec<[f32; 2
         return vec![[0.0, 0.0]; rows];
     }
     let mut unit = values.to_vec();
-    for row in unit.chunks_exact_mut(dim) {
-        let norm = row.iter().map(|value| value * value).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            row.iter_mut().for_each(|value| *value /= norm);
-        }
-    }
+    unit_rows(&mut unit, dim);
     let start = principal_start(&unit, dim);
     let points: Vec<&[f32]> = unit.chunks_exact(dim).collect();
     // bhtsne needs perplexity × 3 < rows.
