@@ -31,7 +31,7 @@ INTEROP_PYTHON = $(INTEROP_VENV)/bin/python
 # The kit that builds and runs the CUDA binary on a lent GPU machine (`make bench-gpu`).
 GPU_KIT ?= ../shared/gpu
 
-.PHONY: help setup build ingest ingest-fashion masks train train-demo probe probe-demo demo compare test test-rust test-python test-interop interop-venv check-cuda lint bench bench-ingest bench-loader bench-train bench-probe bench-gpu clean
+.PHONY: help setup build ingest ingest-fashion masks train train-demo probe probe-demo demo compare sweep test test-rust test-python test-interop interop-venv check-cuda lint bench bench-ingest bench-loader bench-train bench-probe bench-gpu clean
 
 help:
 	@echo "make setup           Debian's Fashion-MNIST package and a Python venv with polars + pyarrow"
@@ -44,7 +44,8 @@ help:
 	@echo "make probe           features, linear probe, kNN and report for the STL-10 run (CUDA for the features)"
 	@echo "make probe-demo      features, linear probe, kNN and report for runs/demo-fashion (CPU)"
 	@echo "make demo            the whole path on Fashion-MNIST on the CPU: ingest, train, probe, results table"
-	@echo "make compare         I-JEPA, I-JEPA with pixel targets, MAE and a random encoder on Fashion-MNIST (CPU) -> $(RUNS)/compare-fashion"
+	@echo "make compare         I-JEPA, I-JEPA with pixel targets, MAE, a random encoder and raw pixels on Fashion-MNIST (CPU) -> $(RUNS)/compare-fashion"
+	@echo "make sweep           train and score every recipe of SWEEP_PLAN -> $(RUNS)/sweep/sweep.parquet (one row per run)"
 	@echo "make test            all Rust tests, then the Python polars/pyarrow check of real shards"
 	@echo "make test-interop    probe export loaded by timm and an official I-JEPA checkpoint imported, checked in PyTorch"
 	@echo "make lint            rustfmt and clippy"
@@ -99,19 +100,21 @@ probe-demo:
 demo: train-demo
 	$(MAKE) probe-demo
 
-# Every method pre-trained with the same encoder, data, schedule and step budget
-# (configs/compare-fashion.toml), then linear probe, kNN and fine-tuning of each and of the
-# random-init encoder -> $(COMPARE)/summary.parquet, summary.png, compare.md, and the
-# reconstruction figures of the methods that predict pixels. Finished runs are kept; the
-# evaluation runs again.
+# Every method pre-trained with its own recipe for the same training budget on the same data
+# (configs/compare-fashion-<method>.toml where one exists, else configs/compare-fashion.toml),
+# then linear probe, kNN and fine-tuning of each, of the random-init encoder and (frozen only)
+# of the raw pixels and I-JEPA's context encoder -> $(COMPARE)/summary.parquet, summary.png,
+# compare.md, and the reconstruction figures of the methods that predict pixels. Finished runs
+# are kept; the evaluation runs again.
 COMPARE ?= $(RUNS)/compare-fashion
 COMPARE_METHODS ?= ijepa ijepa-pixels mae
 COMPARE_FINETUNE ?= --finetune-train-images 4000 --finetune-epochs 2 --finetune-learning-rates 3e-3,1e-3
 compare: ingest-fashion
 	@set -e; started=$$(date +%s); runs=; \
 	for method in $(COMPARE_METHODS); do \
+	  config=configs/compare-fashion-$$method.toml; [ -f $$config ] || config=configs/compare-fashion.toml; \
 	  if [ -d $(COMPARE)/$$method/checkpoints ]; then $(TRAIN_CPU) --resume $(COMPARE)/$$method; \
-	  else $(TRAIN_CPU) --config configs/compare-fashion.toml --runs $(COMPARE) --set name=$$method --set method=$$method; fi; \
+	  else $(TRAIN_CPU) --config $$config --runs $(COMPARE) --set name=$$method --set method=$$method; fi; \
 	  runs="$$runs --run $(COMPARE)/$$method"; \
 	done; \
 	$(PROBE_CPU) compare $$runs --out $(COMPARE) $(COMPARE_FINETUNE); \
@@ -119,6 +122,22 @@ compare: ingest-fashion
 	  $(PROBE_CPU) reconstruct --run $(COMPARE)/$$method --out $(COMPARE)/$$method-reconstruction.png; \
 	done; \
 	echo "compare: $$(( $$(date +%s) - started )) s wall"
+
+# The recipe sweep: each line of SWEEP_PLAN is a run name, its config and the fields it sets
+# (`key=value`, as `train --set` takes them). A run is trained unless its folder has
+# checkpoints, then scored (features, linear probe, kNN) unless the table already has it;
+# `probe sweep` prints each method's best recipe by validation accuracy.
+SWEEP_PLAN ?= configs/sweep-fashion.txt
+SWEEP ?= $(RUNS)/sweep
+sweep: ingest-fashion
+	@set -ef; started=$$(date +%s); \
+	grep -v '^[[:space:]]*\(#\|$$\)' $(SWEEP_PLAN) | while read -r name config fields; do \
+	  sets=; for field in $$fields; do sets="$$sets --set $$field"; done; \
+	  if [ ! -d $(SWEEP)/$$name/checkpoints ]; then \
+	    $(TRAIN_CPU) --config $$config --runs $(SWEEP) --quiet --set name=$$name $$sets; fi; \
+	  $(PROBE_CPU) sweep --run $(SWEEP)/$$name --table $(SWEEP)/sweep.parquet --skip-scored --quiet; \
+	done; \
+	echo "sweep: $$(( $$(date +%s) - started )) s wall"
 
 test: test-rust test-python
 

@@ -24,7 +24,7 @@ def read(path: Path) -> pl.DataFrame:
 
 
 def check_features(run: Path) -> None:
-    for folder in ["features", "features-random"]:
+    for folder in ["features", "features-context", "features-random", "features-pixels"]:
         dims = set()
         for split in ["train", "test"]:
             path = run / folder / f"{split}.parquet"

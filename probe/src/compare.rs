@@ -1,16 +1,20 @@
-//! The method comparison: runs of different methods trained with the same encoder, data,
-//! schedule and step budget, each evaluated with the linear probe, kNN and fine-tuning, beside
-//! one random-init encoder (the runs share their seed, so they share it).
+//! The method comparison: runs of different methods on the same data, seed and image
+//! geometry, each with its own recipe, evaluated with the linear probe, kNN and fine-tuning,
+//! beside the baselines: one random-init encoder (the runs share their seed, so they share
+//! it) and the raw pixels. A method that evaluates an EMA teacher also has its context
+//! encoder evaluated (linear and kNN).
 //!
 //! ```text
-//! <out>/summary.parquet   method (each run's method, or random), protocol (linear | knn |
-//!                         finetune), accuracy, macro_f1, plus task, objective and run
+//! <out>/summary.parquet   method (each run's method, random or pixels), encoder (pretrained |
+//!                         context | random | pixels), protocol (linear | knn | finetune),
+//!                         accuracy, macro_f1, plus task, objective, run, and the run's
+//!                         training compute (steps, train_seconds; 0 for the baselines)
 //! <out>/summary.png       accuracy by protocol, one bar per method
-//! <out>/compare.md        the same table in Markdown
+//! <out>/compare.md        the same table in Markdown, and what each recipe changed
 //! ```
 //!
-//! Each run keeps its own full report (`<run>/probe/`); the random encoder's results live in
-//! the first run's folder.
+//! Each run keeps its own full report (`<run>/probe/`); the baselines' results live in the
+//! first run's folder.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,7 +26,7 @@ use polars::prelude::*;
 
 use crate::error::{ProbeError, Result};
 use crate::evaluate::{
-    EvaluateOptions, FINETUNE, FinetuneOptions, KNN, LINEAR, evaluate_encoder, run_finetune, write_parquet,
+    EvaluateOptions, FINETUNE, FinetuneOptions, KNN, LINEAR, evaluate_encoder, run_finetune, scan, write_parquet,
 };
 use crate::finetune::FinetuneSettings;
 use crate::plots;
@@ -38,8 +42,10 @@ pub struct CompareOptions {
 /// One row of the comparison.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompareRow {
-    /// The run's method (`ijepa`, `mae`, …), or `random`.
+    /// The run's method (`ijepa`, `mae`, …), `random` or `pixels`.
     pub method: String,
+    /// Which of the run's encoders: `pretrained`, `context`, `random` or `pixels`.
+    pub encoder: String,
     /// `linear`, `knn` or `finetune`.
     pub protocol: String,
     pub accuracy: f64,
@@ -49,6 +55,21 @@ pub struct CompareRow {
     /// The pre-training loss the number comes from (`ijepa smooth_l1`, `mae norm_pix`, `none`).
     pub objective: String,
     pub run: String,
+    /// The run's optimizer steps and seconds of training (0 for the baselines).
+    pub steps: u64,
+    pub train_seconds: f64,
+}
+
+impl CompareRow {
+    /// How the table names the row: the method, with the encoder where it is not the
+    /// method's own (`ijepa (context)`).
+    pub fn label(&self) -> String {
+        if self.encoder == EncoderKind::Context.as_str() {
+            format!("{} (context)", self.method)
+        } else {
+            self.method.clone()
+        }
+    }
 }
 
 /// What [`compare`] wrote.
@@ -72,10 +93,20 @@ pub fn compare<B: AutodiffBackend>(
     for run in &runs[1..] {
         check_comparable(first, run)?;
     }
-    let mut evaluations: Vec<(&Run, EncoderKind)> = vec![(first, EncoderKind::Random)];
-    evaluations.extend(runs.iter().map(|run| (run, EncoderKind::Pretrained)));
-    for (run, encoder_kind) in evaluations {
+    // (run, encoder, fine-tuned): the baselines from the first run, then every run's encoders.
+    let mut evaluations: Vec<(&Run, EncoderKind, bool)> =
+        vec![(first, EncoderKind::Random, true), (first, EncoderKind::Pixels, false)];
+    for run in runs {
+        evaluations.push((run, EncoderKind::Pretrained, true));
+        if run.encoder_kinds().contains(&EncoderKind::Context) {
+            evaluations.push((run, EncoderKind::Context, false));
+        }
+    }
+    for &(run, encoder_kind, finetuned) in &evaluations {
         evaluate_encoder::<B>(run, encoder_kind, &options.evaluate, device)?;
+        if !finetuned {
+            continue;
+        }
         let started = Instant::now();
         let finetune_options = FinetuneOptions {
             checkpoint: options.evaluate.features.checkpoint.clone(),
@@ -90,34 +121,44 @@ pub fn compare<B: AutodiffBackend>(
         }
     }
 
-    let random = EncoderKind::Random.as_str();
     let mut rows = Vec::new();
     for run in runs {
         let report = write_report(run)?;
         let method = run.recipe.method_info();
+        let (steps, _, train_seconds) = training_compute(run)?;
         for row in report.summary {
-            let is_random = row.encoder == random;
-            if is_random && !std::ptr::eq(run, first) {
+            let Some(&(_, encoder, _)) =
+                evaluations.iter().find(|(r, e, _)| std::ptr::eq(*r, run) && e.as_str() == row.encoder)
+            else {
                 continue;
-            }
+            };
+            let baseline = encoder.is_baseline();
             rows.push(CompareRow {
-                method: if is_random { random.into() } else { method.name().into() },
+                method: if baseline { encoder.as_str().into() } else { method.name().into() },
+                encoder: encoder.as_str().into(),
                 protocol: row.probe.clone(),
                 accuracy: row.accuracy,
                 macro_f1: row.macro_f1,
                 task: row.protocol.clone(),
-                objective: if is_random { "none".into() } else { method.objective() },
+                objective: if baseline { "none".into() } else { method.objective() },
                 run: run.folder.root().display().to_string(),
+                steps: if baseline { 0 } else { steps },
+                train_seconds: if baseline { 0.0 } else { train_seconds },
             });
         }
     }
-    // Protocols in the order of the evaluation, methods in the order the runs were given,
-    // the random-init encoder last.
-    let methods: Vec<&str> = runs.iter().map(|run| run.recipe.method_info().name()).chain([random]).collect();
+    // Protocols in the order of the evaluation, methods in the order the runs were given
+    // (each method's context encoder after it), the baselines last.
     let order = |row: &CompareRow| {
-        let method = methods.iter().position(|m| *m == row.method).unwrap_or(methods.len());
+        let position = evaluations
+            .iter()
+            .position(|(run, encoder, _)| {
+                run.folder.root().display().to_string() == row.run && encoder.as_str() == row.encoder
+            })
+            .unwrap_or(evaluations.len());
+        let position = if position < 2 { evaluations.len() + position } else { position };
         let protocol = [LINEAR, KNN, FINETUNE].iter().position(|p| *p == row.protocol).unwrap_or(3);
-        (row.task.clone(), protocol, method)
+        (row.task.clone(), protocol, position)
     };
     rows.sort_by_key(order);
 
@@ -131,23 +172,24 @@ pub fn compare<B: AutodiffBackend>(
     let bars: Vec<plots::Bar> = rows
         .iter()
         .filter(|row| row.task == task)
-        .map(|row| plots::Bar { method: &row.method, protocol: &row.protocol, accuracy: row.accuracy })
+        .map(|row| plots::Bar { method: row.label(), protocol: &row.protocol, accuracy: row.accuracy })
         .collect();
     plots::comparison_bars(task, &bars, &chart)?;
     let markdown = out.join("compare.md");
-    jepa_shared::atomic::write_bytes(&markdown, markdown_table(&rows).as_bytes())?;
+    let text = format!("{}\n{}", markdown_table(&rows), recipe_differences(runs));
+    jepa_shared::atomic::write_bytes(&markdown, text.as_bytes())?;
     Ok(Comparison { rows, summary, chart, markdown })
 }
 
-/// Runs compare only when everything but the method and its own sections is the same.
+/// Runs compare only on the same data, seed and images (so the baselines are the same for
+/// all); each method may bring its own recipe, which [`recipe_differences`] lists.
 fn check_comparable(first: &Run, other: &Run) -> Result<()> {
     let (a, b) = (first.recipe.config(), other.recipe.config());
     let differences = [
         ("seed", a.seed != b.seed),
         ("dataset", a.dataset != b.dataset),
-        ("encoder", a.encoder != b.encoder),
-        ("loader", a.loader != b.loader),
-        ("optim", a.optim != b.optim),
+        ("encoder.image_size_px", a.encoder.image_size_px != b.encoder.image_size_px),
+        ("encoder.channels", a.encoder.channels != b.encoder.channels),
         ("data", a.data != b.data),
     ];
     let fields: Vec<&str> = differences.iter().filter(|(_, differ)| *differ).map(|(field, _)| *field).collect();
@@ -157,36 +199,126 @@ fn check_comparable(first: &Run, other: &Run) -> Result<()> {
     Err(ProbeError::bad(
         &other.folder.config(),
         format!(
-            "differs from {} in {}: a comparison needs the same encoder, data, schedule and budget",
+            "differs from {} in {}: a comparison needs the same data, seed and images",
             first.folder.config().display(),
             fields.join(", ")
         ),
     ))
 }
 
+/// The shared fields (encoder, loader, optimizer) where the runs' recipes differ, as
+/// Markdown: a comparison of recipes each searched for its method says what it compared.
+pub fn recipe_differences(runs: &[Run]) -> String {
+    let flat = |run: &Run| -> std::collections::BTreeMap<String, String> {
+        let table: toml::Table = toml::from_str(&run.recipe.to_toml()).unwrap_or_default();
+        let mut out = std::collections::BTreeMap::new();
+        for section in ["encoder", "loader", "optim"] {
+            if let Some(toml::Value::Table(fields)) = table.get(section) {
+                flatten_into(section, fields, &mut out);
+            }
+        }
+        out
+    };
+    let all: Vec<_> = runs.iter().map(flat).collect();
+    let keys: std::collections::BTreeSet<&String> = all.iter().flat_map(|fields| fields.keys()).collect();
+    let mut text = String::from("Shared settings where the recipes differ:\n\n| setting |");
+    for run in runs {
+        let _ = write!(text, " {} |", run.recipe.name());
+    }
+    text.push_str("\n|---|");
+    text.push_str(&"---|".repeat(runs.len()));
+    text.push('\n');
+    let mut any = false;
+    for key in keys {
+        let values: Vec<&str> = all.iter().map(|fields| fields.get(key).map_or("–", String::as_str)).collect();
+        if values.iter().all(|value| *value == values[0]) {
+            continue;
+        }
+        any = true;
+        let _ = writeln!(text, "| `{key}` | {} |", values.join(" | "));
+    }
+    if !any {
+        return "Every run has the same encoder, loader and optimizer settings.\n".into();
+    }
+    text
+}
+
+fn flatten_into(prefix: &str, table: &toml::Table, out: &mut std::collections::BTreeMap<String, String>) {
+    for (key, value) in table {
+        let path = format!("{prefix}.{key}");
+        match value {
+            toml::Value::Table(inner) => flatten_into(&path, inner, out),
+            other => {
+                out.insert(path, other.to_string());
+            }
+        }
+    }
+}
+
+/// Steps and images from the run's metrics, seconds from its log's `finished … in S s`
+/// lines (one per stretch of training); zeros for a run that was not trained here.
+pub fn training_compute(run: &Run) -> Result<(u64, u64, f64)> {
+    let metrics = run.folder.metrics();
+    if !metrics.exists() {
+        return Ok((0, 0, 0.0));
+    }
+    let steps = scan(&metrics)?
+        .select([len().alias("steps")])
+        .collect()
+        .map_err(ProbeError::polars(metrics.display().to_string()))?
+        .column("steps")
+        .ok()
+        .and_then(|column| column.get(0).ok())
+        .and_then(|value| value.extract::<u64>())
+        .unwrap_or(0);
+    let (mut images, mut seconds) = (0u64, 0f64);
+    let log = run.folder.log();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    for line in text.lines() {
+        // "finished at step 937: 59968 images in 221.3 s"
+        let Some(rest) = line.strip_prefix("finished at step ") else { continue };
+        let Some((_, rest)) = rest.split_once(": ") else { continue };
+        let mut words = rest.split_whitespace();
+        let (Some(count), Some("images"), Some("in"), Some(time)) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            continue;
+        };
+        images += count.parse::<u64>().unwrap_or(0);
+        seconds += time.parse::<f64>().unwrap_or(0.0);
+    }
+    Ok((steps, images, seconds))
+}
+
 fn frame(rows: &[CompareRow]) -> PolarsResult<DataFrame> {
     df!(
         "method" => rows.iter().map(|row| row.method.clone()).collect::<Vec<_>>(),
+        "encoder" => rows.iter().map(|row| row.encoder.clone()).collect::<Vec<_>>(),
         "protocol" => rows.iter().map(|row| row.protocol.clone()).collect::<Vec<_>>(),
         "accuracy" => rows.iter().map(|row| row.accuracy).collect::<Vec<_>>(),
         "macro_f1" => rows.iter().map(|row| row.macro_f1).collect::<Vec<_>>(),
         "task" => rows.iter().map(|row| row.task.clone()).collect::<Vec<_>>(),
         "objective" => rows.iter().map(|row| row.objective.clone()).collect::<Vec<_>>(),
         "run" => rows.iter().map(|row| row.run.clone()).collect::<Vec<_>>(),
+        "steps" => rows.iter().map(|row| row.steps as i64).collect::<Vec<_>>(),
+        "train_seconds" => rows.iter().map(|row| row.train_seconds).collect::<Vec<_>>(),
     )
 }
 
 /// The comparison as a Markdown table.
 pub fn markdown_table(rows: &[CompareRow]) -> String {
-    let mut text =
-        String::from("| task | protocol | method | objective | accuracy | macro F1 |\n|---|---|---|---|---:|---:|\n");
+    let mut text = String::from(
+        "| task | protocol | method | objective | training | accuracy | macro F1 |\n|---|---|---|---|---:|---:|---:|\n",
+    );
     for row in rows {
+        let training =
+            if row.steps == 0 { "–".to_string() } else { format!("{} steps, {:.0} s", row.steps, row.train_seconds) };
         let _ = writeln!(
             text,
-            "| {} | {} | {} | {} | {:.2}% | {:.4} |",
+            "| {} | {} | {} | {} | {training} | {:.2}% | {:.4} |",
             row.task,
             row.protocol,
-            row.method,
+            row.label(),
             row.objective,
             100.0 * row.accuracy,
             row.macro_f1

@@ -14,7 +14,7 @@ use crate::error::{ProbeError, Result};
 use crate::features::{FeatureOptions, FeatureTable, ImageInput, write_features};
 use crate::finetune::{self, FinetuneSelection, FinetuneSettings, HeldOutImages, Runtime, fitting_rows};
 use crate::heldout::{Classifier, HeldOut, Predictions, TaskLabel, predictions_frame};
-use crate::knn::{Knn, KnnSettings};
+use crate::knn::{self, KnnSelection, KnnSettings};
 use crate::linear::{self, LinearSettings, Selection};
 use crate::protocol::{self, TEST_SPLIT, TRAIN_SPLIT, Task};
 
@@ -45,6 +45,8 @@ pub struct ProbeOutcome {
     pub evaluations: Vec<(TaskLabel, Predictions)>,
     /// The linear probe's search, per task.
     pub selections: Vec<(TaskLabel, Selection)>,
+    /// kNN's choice of centring, per task.
+    pub knn_selections: Vec<(TaskLabel, KnnSelection)>,
 }
 
 pub fn manifest(run: &Run) -> Result<Manifest> {
@@ -88,7 +90,7 @@ pub fn run_probe(run: &Run, encoder: EncoderKind, probe: &Probe, protocols: &[St
     let held_out = HeldOut::new(test_path);
     let classes = num_classes(&manifest, &train.labels);
 
-    let mut outcome = ProbeOutcome { evaluations: Vec::new(), selections: Vec::new() };
+    let mut outcome = ProbeOutcome { evaluations: Vec::new(), selections: Vec::new(), knn_selections: Vec::new() };
     for task in all.iter().flatten() {
         let task_train = select_task(&train, task, &train_path)?;
         let label = task_label(encoder, probe.name(), task);
@@ -98,7 +100,11 @@ pub fn run_probe(run: &Run, encoder: EncoderKind, probe: &Probe, protocols: &[St
                 outcome.selections.push((label.clone(), selection));
                 Box::new(fitted)
             }
-            Probe::Knn(settings) => Box::new(Knn::new(&task_train, classes, *settings)),
+            Probe::Knn(settings) => {
+                let (fitted, selection) = knn::fit(&task_train, classes, settings);
+                outcome.knn_selections.push((label.clone(), selection));
+                Box::new(fitted)
+            }
         };
         let predictions = held_out.evaluate(classifier.as_ref())?;
         outcome.evaluations.push((label, predictions));
@@ -145,10 +151,25 @@ pub fn write_outcome(run: &Run, encoder: EncoderKind, probe: &Probe, outcome: &P
                 SearchRow::of_search(task, &selection.candidates, selection.chosen, sizes, |candidate| {
                     (candidate.learning_rate, candidate.weight_decay, candidate.validation_accuracy)
                 })
+                .map(|row| SearchRow { edge: selection.edge(), ..row })
             })
             .collect();
         let weight_decay = Column::new("weight_decay".into(), rows.iter().map(|row| row.setting).collect::<Vec<_>>());
         write_search(&run.folder.selection(encoder, probe.name()), &rows, weight_decay)?;
+    }
+    if !outcome.knn_selections.is_empty() {
+        let rows: Vec<SearchRow> = outcome
+            .knn_selections
+            .iter()
+            .flat_map(|(task, selection)| {
+                let sizes = (selection.train_rows, selection.validation_rows);
+                SearchRow::of_search(task, &selection.candidates, selection.chosen, sizes, |candidate| {
+                    (f64::NAN, f64::from(u8::from(candidate.centre)), candidate.validation_accuracy)
+                })
+            })
+            .collect();
+        let centre = Column::new("centre".into(), rows.iter().map(|row| row.setting > 0.5).collect::<Vec<_>>());
+        write_search(&run.folder.selection(encoder, probe.name()), &rows, centre)?;
     }
     Ok(())
 }
@@ -232,6 +253,8 @@ struct SearchRow<'a> {
     chosen: bool,
     fit_rows: usize,
     validation_rows: usize,
+    /// Where the chosen setting still sat on the edge of its grid, after widening.
+    edge: Option<String>,
 }
 
 impl<'a> SearchRow<'a> {
@@ -254,13 +277,15 @@ impl<'a> SearchRow<'a> {
                 chosen: index == chosen,
                 fit_rows,
                 validation_rows,
+                edge: None,
             }
         })
     }
 }
 
-/// A search table: who, the learning rate, `setting` (the other searched column), the
-/// validation accuracy, whether it was chosen, and the split sizes.
+/// A search table: who, the learning rate (NaN where there is none: kNN), `setting` (the
+/// other searched column), the validation accuracy, whether it was chosen, the split sizes,
+/// and the edge of the grid the choice still sat on (null: inside).
 fn write_search(path: &Path, rows: &[SearchRow], setting: Column) -> Result<()> {
     let column = |name: &str, values: Series| Column::from(values.with_name(name.into()));
     let columns = vec![
@@ -273,6 +298,7 @@ fn write_search(path: &Path, rows: &[SearchRow], setting: Column) -> Result<()> 
         column("chosen", rows.iter().map(|row| row.chosen).collect()),
         column("fit_rows", rows.iter().map(|row| row.fit_rows as i64).collect()),
         column("validation_rows", rows.iter().map(|row| row.validation_rows as i64).collect()),
+        column("edge", rows.iter().map(|row| row.edge.as_deref()).collect()),
     ];
     let mut frame = DataFrame::new(rows.len(), columns).map_err(ProbeError::polars(path.display().to_string()))?;
     write_parquet(path, &mut frame)

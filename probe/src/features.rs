@@ -335,14 +335,18 @@ pub fn write_features<B: burn::tensor::backend::AutodiffBackend>(
             format!("--layers {} is not in 1..={depth} (the encoder's depth)", options.layers),
         ));
     }
+    let input = ImageInput::of_run(run)?;
+    let dataset = Dataset::open(run.recipe.dataset())?;
+    if encoder == EncoderKind::Pixels {
+        return write_pixels(run, &input, &dataset);
+    }
     let loaded = run.encoder::<B>(encoder, options.checkpoint.as_deref(), device)?;
     let settings = ExtractSettings {
-        input: ImageInput::of_run(run)?,
+        input,
         layers: options.layers,
         batch_size: options.batch_size.max(1),
         threads: options.threads.max(1),
     };
-    let dataset = Dataset::open(run.recipe.dataset())?;
     let metadata: HashMap<String, String> = [
         ("encoder".to_string(), encoder.as_str().to_string()),
         ("checkpoint".to_string(), loaded.source),
@@ -361,4 +365,39 @@ pub fn write_features<B: burn::tensor::backend::AutodiffBackend>(
         written.push(path);
     }
     Ok(written)
+}
+
+/// The pixels baseline: every image of train and test at the encoder's resolution, each
+/// channel standardised with the run's pixel statistics, as the encoder's input is.
+fn write_pixels(run: &Run, input: &ImageInput, dataset: &Dataset) -> Result<Vec<std::path::PathBuf>> {
+    let metadata: HashMap<String, String> = [
+        ("encoder".to_string(), EncoderKind::Pixels.as_str().to_string()),
+        ("checkpoint".to_string(), format!("pixels ({0}×{0}, standardised)", input.image_size_px)),
+        ("run".to_string(), run.recipe.name().to_string()),
+    ]
+    .into();
+    let mut written = Vec::new();
+    for split in [TRAIN_SPLIT, TEST_SPLIT] {
+        let table = pixel_table(dataset, split, input)?;
+        let path = run.folder.features(EncoderKind::Pixels, split);
+        table.write(&path, &metadata)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// `split`'s images as rows of standardised pixel values, channel-major, in manifest order.
+pub fn pixel_table(dataset: &Dataset, split: &str, input: &ImageInput) -> Result<FeatureTable> {
+    let plane = input.image_size_px * input.image_size_px;
+    let mut table = FeatureTable::new(input.image_len());
+    let mut row = vec![0f32; input.image_len()];
+    each_labelled_image(dataset, split, input.image_size_px, input.channels, |id, label, pixels| {
+        for (index, (&pixel, value)) in pixels.iter().zip(row.iter_mut()).enumerate() {
+            let channel = index / plane;
+            *value = (f32::from(pixel) / 255.0 - input.pixel_mean[channel]) / input.pixel_std[channel];
+        }
+        table.push(id, label, &row);
+        Ok::<_, jepa_shared::ShardError>(std::ops::ControlFlow::Continue(()))
+    })?;
+    Ok(table)
 }

@@ -11,7 +11,8 @@
 //! - reading runs and features: [`protocol`] (which train images fit a probe and which
 //!   test it), [`features`] (images → average-pooled features → Parquet);
 //! - probes: [`heldout`] (the test split, sealed until a fitted classifier asks, and the
-//!   predictions it yields), [`knn`], [`linear`] (hyper-parameters chosen on train),
+//!   predictions it yields), [`knn`] and [`linear`] (each choosing its settings on the
+//!   same validation part of train: they share the split, the pick of the best and argmax),
 //!   [`finetune`] (the whole encoder and a head trained end to end);
 //! - evaluation over tasks: [`evaluate`] (a probe over every task, written as predictions);
 //! - scores: [`scores`] (accuracy, macro F1, per-class scores and confusion as polars queries);
@@ -23,7 +24,8 @@
 //!   pixel-predicting method's figure), [`report`] (the Parquet tables, the report page and
 //!   the headline summary);
 //! - the whole: [`pipeline`] (one run's evaluation and figures, `probe all`), [`compare`] (runs of
-//!   different methods against a random encoder).
+//!   different methods against the baselines), [`sweep`] (one row per recipe in a Parquet
+//!   table, and the choice between recipes made on validation accuracy).
 //!
 //! Beside them: [`interop`] (encoders exported for timm, and imported from safetensors or
 //! official I-JEPA checkpoints as run folders), [`error`].
@@ -47,6 +49,7 @@ pub mod report;
 pub mod retrieval;
 pub mod scores;
 pub mod sheet;
+pub mod sweep;
 pub mod tsne;
 
 pub use error::{ProbeError, Result};

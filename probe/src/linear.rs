@@ -3,8 +3,12 @@
 //!
 //! [`fit`] sees the train features only. It carves a validation part out of them, trains
 //! one probe per (learning rate, weight decay) pair on the rest, keeps the pair with the
-//! best validation accuracy, and retrains with it on all of train. The test split is not
-//! an argument: it is reached only through [`crate::heldout::HeldOut`], afterwards.
+//! best validation accuracy, and retrains with it on all of train. When the best pair sits
+//! on the edge of the grid, the grid grows a step past that edge and the new pairs are
+//! tried, up to [`LinearSettings::max_widenings`] times per side; an edge still hit after
+//! that is recorded in the [`Selection`]. A weight decay of zero is the floor of its axis,
+//! not an edge. The test split is not an argument: it is reached only through
+//! [`crate::heldout::HeldOut`], afterwards.
 
 use burn::backend::{Autodiff, NdArray};
 use burn::module::Module;
@@ -30,6 +34,8 @@ pub struct LinearSettings {
     /// Part of train held back to choose the hyper-parameters.
     pub validation_fraction: f64,
     pub seed: u64,
+    /// Steps the grid may grow past each of its edges while the best pair sits on one.
+    pub max_widenings: usize,
 }
 
 impl Default for LinearSettings {
@@ -41,6 +47,7 @@ impl Default for LinearSettings {
             batch_size: 512,
             validation_fraction: 0.1,
             seed: 0,
+            max_widenings: 3,
         }
     }
 }
@@ -61,11 +68,92 @@ pub struct Selection {
     pub chosen: usize,
     pub train_rows: usize,
     pub validation_rows: usize,
+    /// The edges of the grid the chosen pair still sits on after widening (empty: inside).
+    pub edges: Vec<Edge>,
 }
 
 impl Selection {
     pub fn chosen(&self) -> &Candidate {
         &self.candidates[self.chosen]
+    }
+
+    /// The edges hit, in words (`None`: the choice is inside the grid).
+    pub fn edge(&self) -> Option<String> {
+        (!self.edges.is_empty()).then(|| self.edges.iter().map(Edge::as_str).collect::<Vec<_>>().join(", "))
+    }
+}
+
+/// A side of the search grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edge {
+    LowestLearningRate,
+    HighestLearningRate,
+    LowestWeightDecay,
+    HighestWeightDecay,
+}
+
+impl Edge {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Edge::LowestLearningRate => "lowest learning rate",
+            Edge::HighestLearningRate => "highest learning rate",
+            Edge::LowestWeightDecay => "lowest weight decay",
+            Edge::HighestWeightDecay => "highest weight decay",
+        }
+    }
+}
+
+/// One axis of the grid, sorted ascending, and how far it may still grow on each side.
+struct Axis {
+    values: Vec<f64>,
+    widenings: [usize; 2],
+}
+
+impl Axis {
+    fn new(values: &[f64], widenings: usize) -> Self {
+        let mut values = values.to_vec();
+        values.sort_by(f64::total_cmp);
+        values.dedup();
+        Self { values, widenings: [widenings; 2] }
+    }
+
+    /// Which edge `value` sits on: 0 low, 1 high. Zero is a floor, a single value no edge.
+    fn edge(&self, value: f64) -> Option<usize> {
+        let (first, last) = (self.values[0], self.values[self.values.len() - 1]);
+        if self.values.len() < 2 && value == 0.0 {
+            return None;
+        }
+        if value == last && (value > 0.0 || self.values.len() == 1) {
+            Some(1)
+        } else if value == first && value > 0.0 {
+            Some(0)
+        } else {
+            None
+        }
+    }
+
+    /// Adds the next value past edge `side` (the step of the two values nearest it, or ×10
+    /// from a lone value or from zero); false when that side may not grow any more.
+    fn widen(&mut self, side: usize) -> bool {
+        if self.widenings[side] == 0 {
+            return false;
+        }
+        let n = self.values.len();
+        let ratio = |outer: f64, inner: f64| if inner > 0.0 && outer > inner { outer / inner } else { 10.0 };
+        let next = if side == 1 {
+            let last = self.values[n - 1];
+            if last == 0.0 { 1e-4 } else { last * ratio(last, if n > 1 { self.values[n - 2] } else { 0.0 }) }
+        } else {
+            let first = self.values[0];
+            first / ratio(if n > 1 { self.values[1] } else { 0.0 }, first)
+        };
+        self.widenings[side] -= 1;
+        if side == 1 {
+            self.values.push(next)
+        } else {
+            self.values.insert(0, next)
+        }
+        true
     }
 }
 
@@ -114,24 +202,54 @@ pub fn fit(train: &FeatureTable, classes: usize, settings: &LinearSettings) -> (
     let (fitting, validation) = validation_split(train.len(), settings.validation_fraction, settings.seed);
     let (fitting, validation) = (train.select_rows(&fitting), train.select_rows(&validation));
 
-    let mut candidates = Vec::new();
-    for &learning_rate in &settings.learning_rates {
-        for &weight_decay in &settings.weight_decays {
-            let probe = train_probe(&fitting, classes, learning_rate, weight_decay, settings);
-            let predicted = probe.predict(&validation);
-            let correct = predicted.iter().zip(&validation.labels).filter(|(p, l)| p == l).count();
-            candidates.push(Candidate {
-                learning_rate,
-                weight_decay,
-                validation_accuracy: correct as f64 / validation.len() as f64,
-            });
-        }
-    }
-    let chosen = best_index(candidates.iter().map(|candidate| candidate.validation_accuracy));
+    let (candidates, chosen, edges) = grid_search(settings, |learning_rate, weight_decay| {
+        let probe = train_probe(&fitting, classes, learning_rate, weight_decay, settings);
+        let predicted = probe.predict(&validation);
+        let correct = predicted.iter().zip(&validation.labels).filter(|(p, l)| p == l).count();
+        correct as f64 / validation.len() as f64
+    });
     let probe =
         train_probe(train, classes, candidates[chosen].learning_rate, candidates[chosen].weight_decay, settings);
-    let selection = Selection { candidates, chosen, train_rows: fitting.len(), validation_rows: validation.len() };
+    let selection =
+        Selection { candidates, chosen, train_rows: fitting.len(), validation_rows: validation.len(), edges };
     (probe, selection)
+}
+
+/// Scores every (learning rate, weight decay) pair of the settings' grid with `score` (a
+/// validation accuracy), widening the grid past each edge the best pair sits on as far as
+/// `settings.max_widenings` allows. Returns every candidate in the order tried, the index
+/// of the best (ties: the earliest, so a widened pair has to do strictly better) and the
+/// edges it still sits on.
+fn grid_search(
+    settings: &LinearSettings,
+    mut score: impl FnMut(f64, f64) -> f64,
+) -> (Vec<Candidate>, usize, Vec<Edge>) {
+    let mut learning_rates = Axis::new(&settings.learning_rates, settings.max_widenings);
+    let mut weight_decays = Axis::new(&settings.weight_decays, settings.max_widenings);
+    let mut candidates: Vec<Candidate> = Vec::new();
+    loop {
+        for &learning_rate in &learning_rates.values {
+            for &weight_decay in &weight_decays.values {
+                if !candidates.iter().any(|c| c.learning_rate == learning_rate && c.weight_decay == weight_decay) {
+                    let validation_accuracy = score(learning_rate, weight_decay);
+                    candidates.push(Candidate { learning_rate, weight_decay, validation_accuracy });
+                }
+            }
+        }
+        let chosen = best_index(candidates.iter().map(|candidate| candidate.validation_accuracy));
+        let best = &candidates[chosen];
+        let lr_edge = learning_rates.edge(best.learning_rate);
+        let wd_edge = weight_decays.edge(best.weight_decay);
+        let widened_lr = lr_edge.is_some_and(|side| learning_rates.widen(side));
+        let widened_wd = wd_edge.is_some_and(|side| weight_decays.widen(side));
+        if !widened_lr && !widened_wd {
+            let edges = [
+                lr_edge.map(|side| [Edge::LowestLearningRate, Edge::HighestLearningRate][side]),
+                wd_edge.map(|side| [Edge::LowestWeightDecay, Edge::HighestWeightDecay][side]),
+            ];
+            return (candidates, chosen, edges.into_iter().flatten().collect());
+        }
+    }
 }
 
 /// One probe on `table` with fixed hyper-parameters: zero init, mini-batch AdamW, cosine
@@ -273,6 +391,7 @@ mod tests {
             weight_decays: vec![0.0],
             epochs: 10,
             batch_size: 128,
+            max_widenings: 0,
             ..LinearSettings::default()
         };
         let (probe, selection) = fit(&train, 4, &settings);
@@ -298,5 +417,61 @@ mod tests {
         let (_, selection) = fit(&train, 4, &settings);
         assert_eq!(selection.chosen().learning_rate, 1e-1);
         assert!(selection.candidates[0].validation_accuracy < 0.5, "{:?}", selection.candidates);
+    }
+
+    #[test]
+    fn the_grid_widens_past_an_edge_until_the_choice_is_inside_or_the_limit_is_hit() {
+        // A validation accuracy that peaks at a learning rate of 0.5 and prefers a little
+        // weight decay: the grid below both optima must grow up to them and stop there.
+        let peak = |lr: f64, wd: f64| -(lr.log10() - 0.5f64.log10()).powi(2) - 100.0 * (wd - 1e-3).powi(2);
+        let settings = LinearSettings {
+            learning_rates: vec![1e-2, 3e-2, 1e-1],
+            weight_decays: vec![0.0, 1e-4],
+            ..LinearSettings::default()
+        };
+        let (candidates, chosen, edges) = grid_search(&settings, peak);
+        let best = &candidates[chosen];
+        assert!((best.learning_rate - 1e-1 * 10.0 / 3.0).abs() < 1e-9, "{best:?}");
+        assert!((best.weight_decay - 1e-3).abs() < 1e-12, "{best:?}");
+        assert!(edges.is_empty(), "{edges:?}");
+        // The rates one step past the choice were tried, and nothing further.
+        let tried = |lr: f64| candidates.iter().any(|c| (c.learning_rate - lr).abs() < 1e-9);
+        assert!(tried(1e-1 * 100.0 / 9.0) && !tried(1e-1 * 1000.0 / 27.0));
+        // Every pair of the final grid was tried once.
+        assert_eq!(candidates.len(), 5 * 4, "{candidates:?}");
+
+        // Still rising at the limit: the edge is recorded.
+        let rising = |lr: f64, _: f64| lr;
+        let settings = LinearSettings { max_widenings: 2, weight_decays: vec![0.0], ..settings };
+        let (candidates, chosen, edges) = grid_search(&settings, rising);
+        assert_eq!(candidates.len(), 5);
+        assert_eq!(chosen, 4);
+        assert_eq!(edges, vec![Edge::HighestLearningRate]);
+        let selection = Selection { candidates, chosen, train_rows: 0, validation_rows: 0, edges };
+        assert_eq!(selection.edge().as_deref(), Some("highest learning rate"));
+
+        // A grid around the optimum stays as it is.
+        let settings = LinearSettings { learning_rates: vec![0.1, 0.5, 2.0], ..settings };
+        let (candidates, chosen, edges) = grid_search(&settings, peak);
+        assert_eq!((candidates.len(), candidates[chosen].learning_rate), (3, 0.5));
+        assert!(edges.is_empty());
+    }
+
+    #[test]
+    fn axes_grow_by_their_own_step_and_zero_weight_decay_is_a_floor() {
+        let mut axis = Axis::new(&[3e-2, 1e-2, 1e-1], 1);
+        assert_eq!(axis.values, vec![1e-2, 3e-2, 1e-1]);
+        assert_eq!((axis.edge(1e-1), axis.edge(1e-2), axis.edge(3e-2)), (Some(1), Some(0), None));
+        assert!(axis.widen(1));
+        assert!((axis.values[3] - 1e-1 * 10.0 / 3.0).abs() < 1e-12, "{:?}", axis.values);
+        assert!(!axis.widen(1), "one widening per side");
+        assert!(axis.widen(0));
+        assert!((axis.values[0] - 1e-2 / 3.0).abs() < 1e-12, "{:?}", axis.values);
+
+        let mut decay = Axis::new(&[0.0, 1e-3], 2);
+        assert_eq!(decay.edge(0.0), None, "no decay is the floor, not an edge");
+        assert_eq!(decay.edge(1e-3), Some(1));
+        assert!(decay.widen(1));
+        assert_eq!(decay.values, vec![0.0, 1e-3, 1e-2]);
     }
 }

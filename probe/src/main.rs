@@ -3,13 +3,14 @@
 //! ```text
 //! probe features --run runs/demo-fashion [--encoder random] [--checkpoint step-N] [--layers 4]
 //! probe linear   --run runs/demo-fashion [--encoder random] [--protocol NAME]…
-//! probe knn      --run runs/demo-fashion [--k 20] [--temperature 0.07]
+//! probe knn      --run runs/demo-fashion [--k 20] [--temperature 0.07] [--knn-centre auto|on|off]
 //! probe finetune --run runs/demo-fashion [--encoder random] [--epochs 3] [--train-images N]
 //! probe report   --run runs/demo-fashion
 //! probe all      --run runs/demo-fashion [--require-pretrained-better]
 //! probe figures  --run runs/demo-fashion   (masks, t-SNE, predictor retrieval, then the report page)
 //! probe masks    --config configs/demo-fashion.toml --out runs/masks.png   (or --run R)
 //! probe compare  --run runs/compare-fashion/ijepa --run runs/compare-fashion/mae --out runs/compare-fashion
+//! probe sweep    --run runs/sweep/ijepa-ema99 [--run …] --table runs/sweep/sweep.parquet
 //! probe reconstruct --run runs/compare-fashion/mae --out mae-reconstruction.png   (methods that predict pixels)
 //! probe export   --run runs/demo-fashion [--encoder target|context] [--checkpoint step-N] --out encoder.safetensors
 //! probe all      --run runs/timm-ijepa --encoder-file model.safetensors --dataset datasets/stl10   (or an I-JEPA .pth.tar)
@@ -168,6 +169,9 @@ struct LinearArgs {
     /// Share of train held back for the choice
     #[arg(long, default_value_t = LinearSettings::default().validation_fraction)]
     validation_fraction: f64,
+    /// Steps the grid may grow past an edge the best pair sits on (0: a fixed grid)
+    #[arg(long, default_value_t = LinearSettings::default().max_widenings)]
+    max_widenings: usize,
 }
 
 impl LinearArgs {
@@ -177,6 +181,7 @@ impl LinearArgs {
             weight_decays: self.weight_decays.clone(),
             epochs: self.epochs,
             validation_fraction: self.validation_fraction,
+            max_widenings: self.max_widenings,
             ..LinearSettings::default()
         }
     }
@@ -188,11 +193,27 @@ struct KnnArgs {
     k: usize,
     #[arg(long, default_value_t = KnnSettings::default().temperature)]
     temperature: f32,
+    /// Centre features on the train mean before the cosine; `auto` chooses on the
+    /// validation part of train
+    #[arg(long, value_enum, default_value_t = Centre::Auto)]
+    knn_centre: Centre,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Centre {
+    Auto,
+    On,
+    Off,
 }
 
 impl KnnArgs {
     fn settings(&self) -> KnnSettings {
-        KnnSettings { k: self.k, temperature: self.temperature }
+        let centre = match self.knn_centre {
+            Centre::Auto => None,
+            Centre::On => Some(true),
+            Centre::Off => Some(false),
+        };
+        KnnSettings { k: self.k, temperature: self.temperature, centre, ..KnnSettings::default() }
     }
 }
 
@@ -281,6 +302,26 @@ enum Command {
         evaluate: EvaluateArgs,
         #[command(flatten)]
         finetune: FinetuneArgs,
+    },
+    /// Score trained runs for the recipe sweep: features, linear probe and kNN of each, one row per
+    /// run and encoder appended to a Parquet table; prints each method's best recipe by validation accuracy
+    Sweep {
+        /// A trained run folder; repeatable
+        #[arg(long = "run", required = true)]
+        runs: Vec<PathBuf>,
+        /// The sweep table (created if missing; a run's earlier row is replaced)
+        #[arg(long)]
+        table: PathBuf,
+        /// Encoders to score (each method's evaluated encoder when not given)
+        #[arg(long = "encoder", value_enum)]
+        encoders: Vec<EncoderKind>,
+        /// Leave out a run and encoder the table already has a row for
+        #[arg(long)]
+        skip_scored: bool,
+        #[arg(long)]
+        quiet: bool,
+        #[command(flatten)]
+        evaluate: EvaluateArgs,
     },
     /// A pixel-predicting method's figure: original, context and reconstruction of a few test images (PNG)
     Reconstruct {
@@ -414,6 +455,35 @@ fn main() -> anyhow::Result<()> {
             let comparison = compare::<Train>(&runs, &out, &options, &device)?;
             println!("{}", markdown_table(&comparison.rows));
             println!("summary: {}\nchart: {}", comparison.summary.display(), comparison.chart.display());
+        }
+        Command::Sweep { runs, table, encoders, skip_scored, quiet, evaluate } => {
+            let options = evaluate.options(quiet);
+            let encoders = if encoders.is_empty() { vec![EncoderKind::Pretrained] } else { encoders };
+            for root in &runs {
+                let run = open_root(root)?;
+                for &encoder in &encoders {
+                    if skip_scored && jepa_probe::sweep::has_row(&table, run.recipe.name(), encoder)? {
+                        println!("{} ({encoder}): already in {}", run.recipe.name(), table.display());
+                        continue;
+                    }
+                    let started = std::time::Instant::now();
+                    let scores = jepa_probe::sweep::score::<Train>(&run, encoder, &options, &device)?;
+                    jepa_probe::sweep::append(&table, jepa_probe::sweep::row(&run, &scores)?)?;
+                    println!(
+                        "{} ({encoder}): validation linear {:.2}%, kNN {:.2}%; {} steps, {:.0} s of training; scored in {:.0} s",
+                        scores.run,
+                        100.0 * scores.validation_linear,
+                        100.0 * scores.validation_knn,
+                        scores.steps,
+                        scores.train_seconds,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+            for (method, run) in jepa_probe::sweep::chosen_runs(&table, EncoderKind::Pretrained)? {
+                println!("best {method} recipe by validation linear accuracy: {run}");
+            }
+            println!("table: {}", table.display());
         }
         Command::Reconstruct { run: args, checkpoint, images, out } => {
             let run = open(&args)?;

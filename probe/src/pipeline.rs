@@ -1,13 +1,14 @@
 //! The whole evaluation of one run, as `probe all` and `make demo` run it: features for the
-//! trained and the random-init encoder, the linear probe and kNN on each, the figures, then
-//! the report page that shows them all.
+//! trained encoder (and, beside an EMA target encoder, the context encoder it was trained
+//! from), the random-init encoder and the raw pixels, the linear probe and kNN on each, the
+//! figures, then the report page that shows them all.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
 use jepa_trainer::run::EncoderRole;
-use jepa_trainer::{EncoderKind, ReportFile, Run};
+use jepa_trainer::{ReportFile, Run};
 
 use crate::error::Result;
 use crate::evaluate::{EvaluateOptions, evaluate_encoder};
@@ -31,13 +32,14 @@ pub struct Evaluation {
     pub figures: Vec<Drawn>,
 }
 
-/// Features for both encoders, linear probe and kNN on each, the figures, then the report.
+/// Features for every encoder of the run and the pixels, linear probe and kNN on each, the
+/// figures, then the report.
 pub fn evaluate_all<B: AutodiffBackend>(
     run: &Run,
     options: &EvaluateOptions,
     device: &B::Device,
 ) -> Result<Evaluation> {
-    for encoder in EncoderKind::ALL {
+    for encoder in run.encoder_kinds() {
         evaluate_encoder::<B>(run, encoder, options, device)?;
     }
     draw_figures::<B>(run, device)

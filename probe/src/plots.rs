@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use jepa_trainer::EncoderKind;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use polars::prelude::*;
@@ -70,8 +71,7 @@ pub fn draw_all(
         training_curves(metrics, &plots.training_curves)?;
         written.push(plots.training_curves.clone());
     }
-    let pretrained_linear =
-        col("encoder").eq(lit(jepa_trainer::EncoderKind::Pretrained.as_str())).and(col("probe").eq(lit(LINEAR)));
+    let pretrained_linear = col("encoder").eq(lit(EncoderKind::Pretrained.as_str())).and(col("probe").eq(lit(LINEAR)));
     let cells = confusion
         .clone()
         .lazy()
@@ -274,10 +274,13 @@ fn per_class_accuracy(per_class: &DataFrame, class_names: &[String], path: &Path
     let count = classes.iter().flatten().fold(class_names.len(), |n, &c| n.max(c as usize + 1));
     let mut bars = vec![[None::<f64>; 2]; count];
     for row in 0..linear.height() {
+        // The pretrained encoder against where it started; the other encoders are in the report's table.
+        let slot =
+            [EncoderKind::Pretrained, EncoderKind::Random].iter().position(|kind| encoders[row] == kind.as_str());
         if protocols[row] == first
-            && let (Some(class), Some(value)) = (classes[row], recall[row])
+            && let (Some(class), Some(value), Some(slot)) = (classes[row], recall[row], slot)
         {
-            bars[class as usize][usize::from(encoders[row] == "random")] = Some(value);
+            bars[class as usize][slot] = Some(value);
         }
     }
     let name = |class: usize| class_names.get(class).cloned().unwrap_or_else(|| class.to_string());
@@ -327,9 +330,9 @@ fn per_class_accuracy(per_class: &DataFrame, class_names: &[String], path: &Path
 }
 
 /// One bar of the method comparison.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Bar<'a> {
-    pub method: &'a str,
+    pub method: String,
     /// `linear`, `knn` or `finetune`.
     pub protocol: &'a str,
     pub accuracy: f64,
@@ -347,16 +350,20 @@ pub fn comparison_bars(task: &str, bars: &[Bar<'_>], path: &Path) -> Result<()> 
     // Each method its own colour; the random-init baseline in grey.
     let mut methods: Vec<&str> = Vec::new();
     for bar in bars {
-        if !methods.contains(&bar.method) {
-            methods.push(bar.method);
+        if !methods.contains(&bar.method.as_str()) {
+            methods.push(&bar.method);
         }
     }
     let palette = [RGBColor(40, 90, 200), RGBColor(220, 120, 30), RGBColor(40, 160, 90), RGBColor(170, 60, 170)];
-    let random = jepa_trainer::EncoderKind::Random.as_str();
+    // The baselines in greys.
     let colours: Vec<RGBColor> = methods
         .iter()
         .enumerate()
-        .map(|(slot, method)| if *method == random { RGBColor(150, 150, 150) } else { palette[slot % palette.len()] })
+        .map(|(slot, method)| match *method {
+            method if method == EncoderKind::Random.as_str() => RGBColor(150, 150, 150),
+            method if method == EncoderKind::Pixels.as_str() => RGBColor(90, 90, 90),
+            _ => palette[slot % palette.len()],
+        })
         .collect();
     png(path, (1000, 620), |root| {
         let draw = || -> std::result::Result<(), Box<dyn std::error::Error + '_>> {

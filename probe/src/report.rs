@@ -14,7 +14,7 @@ use polars::prelude::*;
 use jepa_trainer::{EncoderKind, ReportFile, Run};
 
 use crate::error::{ProbeError, Result};
-use crate::evaluate::{LINEAR, manifest, scan, write_parquet};
+use crate::evaluate::{KNN, LINEAR, manifest, scan, write_parquet};
 use crate::page::{Align, Page};
 use crate::plots::{self, Plots};
 use crate::protocol::{TEST_SPLIT, TRAIN_SPLIT};
@@ -138,7 +138,11 @@ pub fn write_report(run: &Run) -> Result<Report> {
     let mut confusion = collect(scores::confusion(predictions), "confusion matrix")?;
     write_parquet(&out(ReportFile::Confusion), &mut confusion)?;
 
-    let rows = summary_rows(&summary)?;
+    let mut rows = summary_rows(&summary)?;
+    rows.sort_by_key(|row| {
+        let encoder = EncoderKind::ALL.iter().position(|kind| kind.as_str() == row.encoder).unwrap_or(usize::MAX);
+        (row.protocol.clone(), row.probe.clone(), encoder)
+    });
     let metrics = read_metrics(run)?;
     let plots = Plots {
         training_curves: out(ReportFile::TrainingCurves),
@@ -268,11 +272,18 @@ fn page(run: &Run, rows: &[SummaryRow], per_class: &DataFrame, metrics: Option<&
     } else {
         method.evaluated_description().to_string()
     };
+    let context = if rows.iter().any(|row| row.encoder == EncoderKind::Context.as_str()) {
+        "; `context` the encoder the optimizer trained, from the same checkpoint"
+    } else {
+        ""
+    };
     page.paragraph(format!(
-        "`pretrained` is {pretrained}; `random` the same config from the run's seed, never \
-         trained. Linear: softmax regression on standardised features, learning rate and weight decay chosen \
-         on 10% of train, retrained on all of train, evaluated once on test. kNN: cosine, k = 20, \
-         votes exp(sim / 0.07). Fine-tune (where run): encoder and linear head trained end to end, learning \
+        "`pretrained` is {pretrained}{context}; `random` the same config from the run's seed, never \
+         trained; `pixels` the image itself at the encoder's resolution, standardised per channel, with no \
+         encoder at all. Linear: softmax regression on standardised features, learning rate and weight decay \
+         chosen on 10% of train (the grid widened past any edge the best pair sat on), retrained on all of \
+         train, evaluated once on test. kNN: cosine, k = 20, votes exp(sim / 0.07), centred on the train \
+         mean or not as the same validation part chose. Fine-tune (where run): encoder and linear head trained end to end, learning \
          rate and epochs chosen on a validation part of train, evaluated once on test."
     ));
 
@@ -347,8 +358,15 @@ fn page(run: &Run, rows: &[SummaryRow], per_class: &DataFrame, metrics: Option<&
         if !path.exists() {
             continue;
         }
+        let search = scan(&path)?;
+        let tried = collect(search.clone().select([len().alias("n")]), "selection")?
+            .column("n")
+            .ok()
+            .and_then(|column| column.get(0).ok())
+            .and_then(|value| value.extract::<u64>())
+            .unwrap_or(0);
         let chosen = collect(
-            scan(&path)?.filter(col("chosen")).sort(["protocol", "fold"], SortMultipleOptions::default()),
+            search.filter(col("chosen")).sort(["protocol", "fold"], SortMultipleOptions::default()),
             "selection",
         )?;
         for row in 0..chosen.height() {
@@ -376,6 +394,11 @@ fn page(run: &Run, rows: &[SummaryRow], per_class: &DataFrame, metrics: Option<&
                 format!("{:e}", number("learning_rate")),
                 format!("{:e}", number("weight_decay")),
                 format!("{:.2}%", 100.0 * number("validation_accuracy")),
+                match cell("edge").trim_matches('"') {
+                    "null" | "" => "inside".to_string(),
+                    edge => format!("edge: {edge}"),
+                },
+                tried.to_string(),
             ]);
         }
     }
@@ -387,8 +410,54 @@ fn page(run: &Run, rows: &[SummaryRow], per_class: &DataFrame, metrics: Option<&
             ("lr", Align::Right),
             ("weight decay", Align::Right),
             ("validation accuracy", Align::Right),
+            ("grid", Align::Left),
+            ("pairs tried (all tasks)", Align::Right),
         ],
         selection_rows,
+    );
+    page.paragraph(
+        "The grid starts at the probe's settings and grows a step past any edge the best pair sits on, a few \
+         times per side; `edge` says the best pair was still on one when it stopped. Zero weight decay is the \
+         floor of its axis.",
+    );
+
+    page.heading(2, "kNN centring");
+    let mut centring_rows = Vec::new();
+    for encoder in EncoderKind::ALL {
+        let path = run.folder.selection(encoder, KNN);
+        if !path.exists() {
+            continue;
+        }
+        let search = collect(
+            scan(&path)?.sort(["protocol", "fold", "centre"], SortMultipleOptions::default()),
+            "kNN selection",
+        )?;
+        let centre = search.column("centre").ok().and_then(|c| c.bool().ok().cloned());
+        let accuracy = search.column("validation_accuracy").ok().and_then(|c| c.f64().ok().cloned());
+        let chosen = search.column("chosen").ok().and_then(|c| c.bool().ok().cloned());
+        let protocol = search.column("protocol").ok().and_then(|c| c.str().ok().cloned());
+        let (Some(centre), Some(accuracy), Some(chosen), Some(protocol)) = (centre, accuracy, chosen, protocol) else {
+            return Err(ProbeError::bad(&path, "expected protocol, centre, validation_accuracy and chosen columns"));
+        };
+        for row in 0..search.height() {
+            centring_rows.push(vec![
+                encoder.to_string(),
+                protocol.get(row).unwrap_or_default().to_string(),
+                if centre.get(row).unwrap_or(false) { "train mean" } else { "none" }.to_string(),
+                format!("{:.2}%", 100.0 * accuracy.get(row).unwrap_or(f64::NAN)),
+                if chosen.get(row).unwrap_or(false) { "chosen" } else { "" }.to_string(),
+            ]);
+        }
+    }
+    page.table(
+        &[
+            ("encoder", Align::Left),
+            ("protocol", Align::Left),
+            ("centring", Align::Left),
+            ("validation accuracy", Align::Right),
+            ("", Align::Left),
+        ],
+        centring_rows,
     );
 
     page.heading(2, "Per-class accuracy (linear probe)");
@@ -402,7 +471,10 @@ fn page(run: &Run, rows: &[SummaryRow], per_class: &DataFrame, metrics: Option<&
             .sort(["protocol", "class", "encoder"], SortMultipleOptions::default()),
         "per-class accuracy",
     )?;
-    let mut cells: std::collections::BTreeMap<(String, i64, String), [Option<f64>; 2]> = Default::default();
+    // One column per encoder the run evaluated, in the headline's order.
+    let encoders: Vec<EncoderKind> =
+        EncoderKind::ALL.into_iter().filter(|kind| rows.iter().any(|row| row.encoder == kind.as_str())).collect();
+    let mut cells: std::collections::BTreeMap<(String, i64, String), Vec<Option<f64>>> = Default::default();
     for row in 0..per_class_linear.height() {
         let get = |name: &str| {
             per_class_linear.column(name).ok().and_then(|column| column.get(row).ok().map(|v| v.into_static()))
@@ -412,16 +484,20 @@ fn page(run: &Run, rows: &[SummaryRow], per_class: &DataFrame, metrics: Option<&
         let name = get("class_name").map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
         let encoder = get("encoder").map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
         let recall = get("recall").and_then(|v| v.extract::<f64>());
-        let slot = usize::from(encoder == "random");
-        cells.entry((protocol, class, name)).or_default()[slot] = recall;
+        let Some(slot) = encoders.iter().position(|kind| kind.as_str() == encoder) else { continue };
+        cells.entry((protocol, class, name)).or_insert_with(|| vec![None; encoders.len()])[slot] = recall;
     }
     let show = |value: &Option<f64>| value.map(|v| format!("{:.1}%", 100.0 * v)).unwrap_or("–".into());
+    let mut columns = vec![("protocol", Align::Left), ("class", Align::Left)];
+    columns.extend(encoders.iter().map(|kind| (kind.as_str(), Align::Right)));
     page.table(
-        &[("protocol", Align::Left), ("class", Align::Left), ("pretrained", Align::Right), ("random", Align::Right)],
+        &columns,
         cells
             .iter()
-            .map(|((protocol, class, name), [pretrained, random])| {
-                vec![protocol.clone(), format!("{class} {name}"), show(pretrained), show(random)]
+            .map(|((protocol, class, name), recalls)| {
+                let mut cells = vec![protocol.clone(), format!("{class} {name}")];
+                cells.extend(recalls.iter().map(show));
+                cells
             })
             .collect(),
     );

@@ -123,11 +123,15 @@ pub struct Embedded {
     pub seconds: f64,
 }
 
-/// t-SNE of every encoder whose test features the run has: `tsne.parquet` and `tsne.png`.
+/// The encoders drawn side by side: the evaluated one and where it started.
+const TSNE_ENCODERS: [EncoderKind; 2] = [EncoderKind::Pretrained, EncoderKind::Random];
+
+/// t-SNE of the trained and the random-init encoder (those whose test features the run has):
+/// `tsne.parquet` and `tsne.png`.
 pub fn write(run: &Run, settings: &TsneSettings) -> Result<Vec<Embedded>> {
     let class_names = manifest(run)?.class_names;
     let mut embedded = Vec::new();
-    for encoder in EncoderKind::ALL {
+    for encoder in TSNE_ENCODERS {
         let path = run.folder.features(encoder, TEST_SPLIT);
         if !path.exists() {
             continue;
@@ -147,7 +151,9 @@ pub fn write(run: &Run, settings: &TsneSettings) -> Result<Vec<Embedded>> {
     write_coordinates(&run.folder.report(ReportFile::TsneCoordinates), &embedded, &class_names)?;
     let title = |encoder: EncoderKind| match encoder {
         EncoderKind::Pretrained => format!("{} ({})", run.recipe.name(), run.recipe.method_info().name()),
+        EncoderKind::Context => "context encoder".to_string(),
         EncoderKind::Random => "random-init encoder".to_string(),
+        EncoderKind::Pixels => "pixels".to_string(),
     };
     draw(&run.folder.report(ReportFile::Tsne), &embedded, &class_names, title)?;
     Ok(embedded)

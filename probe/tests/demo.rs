@@ -63,13 +63,15 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
     let evaluation = evaluate_all::<Backend>(&run, &options, &Default::default()).unwrap();
     let report = &evaluation.report;
 
-    // Features: every image once, the encoder's width, ids and labels as the shards hold them.
+    // Features: every image once, the encoder's width (the pixels': 28 × 28), ids and labels
+    // as the shards hold them; an I-JEPA run has its target and its context encoder.
     let manifest = Manifest::read(&slice).unwrap().unwrap();
+    assert_eq!(run.encoder_kinds(), EncoderKind::ALL);
     for encoder in EncoderKind::ALL {
         for (split, count) in [("train", TRAIN_IMAGES), ("test", TEST_IMAGES)] {
             let table = FeatureTable::read(&run.folder.features(encoder, split)).unwrap();
             assert_eq!(table.len() as u64, count, "{encoder} {split}");
-            assert_eq!(table.dim, 96, "micro ViT width");
+            assert_eq!(table.dim, if encoder == EncoderKind::Pixels { 784 } else { 96 }, "{encoder} width");
             assert!(table.ids.iter().copied().eq(0..count), "{encoder} {split}: ids in order");
             assert!(table.values.iter().all(|v| v.is_finite()));
             assert_eq!(manifest.split(split).unwrap().count, count);
@@ -77,12 +79,20 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
     }
     let pretrained = FeatureTable::read(&run.folder.features(EncoderKind::Pretrained, "test")).unwrap();
     let random = FeatureTable::read(&run.folder.features(EncoderKind::Random, "test")).unwrap();
+    let context = FeatureTable::read(&run.folder.features(EncoderKind::Context, "test")).unwrap();
     assert_eq!(pretrained.labels, random.labels);
     assert_ne!(pretrained.values, random.values, "40 steps of training changed the encoder");
+    assert_ne!(pretrained.values, context.values, "the EMA target encoder is not the context encoder");
+    // The pixels are standardised with the run's statistics, measured on the train split.
+    let pixels = FeatureTable::read(&run.folder.features(EncoderKind::Pixels, "train")).unwrap();
+    let count = pixels.values.len() as f64;
+    let mean = pixels.values.iter().map(|&v| f64::from(v)).sum::<f64>() / count;
+    let std = (pixels.values.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / count).sqrt();
+    assert!(mean.abs() < 0.05 && (std - 1.0).abs() < 0.05, "pixel features: mean {mean}, std {std}");
 
-    // The summary: 4 rows (2 encoders × 2 probes), fractions, all well above chance (10%).
+    // The summary: 8 rows (4 encoders × 2 probes), fractions, all well above chance (10%).
     let summary = read(&run.folder.report(ReportFile::Summary));
-    assert_eq!(summary.height(), 4, "{summary}");
+    assert_eq!(summary.height(), 8, "{summary}");
     for name in ["encoder", "probe", "protocol", "accuracy", "macro_f1"] {
         assert!(summary.column(name).is_ok(), "summary lacks `{name}`");
     }
@@ -90,24 +100,41 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
         assert!(accuracy > 0.4 && accuracy <= 1.0, "accuracy {accuracy} of\n{summary}");
         assert!(macro_f1 > 0.3 && macro_f1 <= 1.0, "macro F1 {macro_f1} of\n{summary}");
     }
-    assert_eq!(report.summary.len(), 4);
+    assert_eq!(report.summary.len(), 8);
+    let encoders: Vec<&str> = report.summary.iter().map(|row| row.encoder.as_str()).collect();
+    assert_eq!(encoders[..4], ["pretrained", "context", "random", "pixels"], "the headline's order");
 
     // Predictions: 1,000 per (encoder, probe); the confusion matrix sums to them; 10 classes each.
     let predictions = read(&run.folder.report(ReportFile::Predictions));
-    assert_eq!(predictions.height() as u64, 4 * TEST_IMAGES);
+    assert_eq!(predictions.height() as u64, 8 * TEST_IMAGES);
     let confusion = read(&run.folder.report(ReportFile::Confusion));
-    assert_eq!(column_f64(&confusion, "count").iter().sum::<f64>() as u64, 4 * TEST_IMAGES);
+    assert_eq!(column_f64(&confusion, "count").iter().sum::<f64>() as u64, 8 * TEST_IMAGES);
     let per_class = read(&run.folder.report(ReportFile::PerClass));
-    assert_eq!(per_class.height(), 4 * 10, "{per_class}");
+    assert_eq!(per_class.height(), 8 * 10, "{per_class}");
     assert!(per_class.column("class_name").unwrap().str().unwrap().iter().any(|name| name == Some("Ankle boot")));
     let probe = run.folder.probe_dir();
+    // The linear search: the two learning rates given, and more wherever the best sat on an
+    // edge; kNN tried both centrings; each chose one.
     let selection = read(&probe.join("selection").join("pretrained.parquet"));
-    assert_eq!(selection.height(), 2);
+    assert!(selection.height() >= 2, "{selection}");
+    assert!(selection.column("edge").is_ok(), "{selection}");
+    let knn_selection = read(&probe.join("selection").join("pretrained-knn.parquet"));
+    assert_eq!(knn_selection.height(), 2, "{knn_selection}");
+    for search in [&selection, &knn_selection] {
+        let chosen = search.column("chosen").unwrap().bool().unwrap().iter().filter(|c| *c == Some(true)).count();
+        assert_eq!(chosen, 1, "{search}");
+    }
 
     let markdown = std::fs::read_to_string(&report.markdown).unwrap();
-    for needle in
-        ["## Headline", "| fashion-mnist | linear | pretrained |", "| fashion-mnist | knn | random |", "Ankle boot"]
-    {
+    for needle in [
+        "## Headline",
+        "| fashion-mnist | linear | pretrained |",
+        "| fashion-mnist | knn | random |",
+        "| fashion-mnist | linear | pixels |",
+        "| fashion-mnist | knn | context |",
+        "## kNN centring",
+        "Ankle boot",
+    ] {
         assert!(markdown.contains(needle), "report.md lacks `{needle}`:\n{markdown}");
     }
     for plot in
@@ -215,8 +242,11 @@ fn small_comparison_of_every_method_and_random_on_real_fashion_mnist() {
     let runs = root.join("runs");
     let mut folders = Vec::new();
     for method in METHODS {
+        // Each method's own recipe where it has one, as `make compare` picks them.
+        let configs = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs"));
+        let own = configs.join(format!("compare-fashion-{method}.toml"));
         let config = Recipe::load(
-            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/compare-fashion.toml")),
+            &if own.exists() { own } else { configs.join("compare-fashion.toml") },
             &[
                 format!("dataset=\"{}\"", slice.display()),
                 format!("name={method}"),
@@ -253,17 +283,28 @@ fn small_comparison_of_every_method_and_random_on_real_fashion_mnist() {
     let out = root.join("compare-out");
     let comparison = compare::<Backend>(&folders, &out, &options, &Default::default()).unwrap();
 
-    // 3 methods and random × 3 protocols, with the columns the comparison promises.
+    // 3 methods and random × 3 protocols, pixels and I-JEPA's context encoder × 2 (frozen
+    // only), with the columns the comparison promises.
     let summary = read(&comparison.summary);
-    assert_eq!(summary.height(), 12, "{summary}");
+    assert_eq!(summary.height(), 16, "{summary}");
     let methods = string_column(&summary, "method");
+    let encoders = string_column(&summary, "encoder");
     let protocols = string_column(&summary, "protocol");
-    for method in METHODS.into_iter().chain(["random"]) {
-        for protocol in ["linear", "knn", "finetune"] {
-            let rows = (0..12).filter(|&row| methods[row] == method && protocols[row] == protocol).count();
-            assert_eq!(rows, 1, "{method} {protocol}:\n{summary}");
-        }
+    let mut expected: Vec<(&str, &str, &str)> = Vec::new();
+    for (method, encoder) in METHODS.map(|m| (m, "pretrained")).into_iter().chain([("random", "random")]) {
+        expected.extend(["linear", "knn", "finetune"].map(|protocol| (method, encoder, protocol)));
     }
+    for (method, encoder) in [("ijepa", "context"), ("pixels", "pixels")] {
+        expected.extend(["linear", "knn"].map(|protocol| (method, encoder, protocol)));
+    }
+    for (method, encoder, protocol) in expected {
+        let rows = (0..16)
+            .filter(|&row| methods[row] == method && encoders[row] == encoder && protocols[row] == protocol)
+            .count();
+        assert_eq!(rows, 1, "{method} {encoder} {protocol}:\n{summary}");
+    }
+    let steps = column_f64(&summary, "steps");
+    assert!((0..16).all(|row| (steps[row] == 30.0) == !["random", "pixels"].contains(&methods[row].as_str())));
     // Above chance (10%) everywhere; 30 steps of pre-training and 900 fine-tuning images for
     // 2 epochs leave fine-tuning far below the frozen probes on 6,000 images.
     let scores = column_f64(&summary, "accuracy").into_iter().zip(column_f64(&summary, "macro_f1"));
@@ -281,7 +322,15 @@ fn small_comparison_of_every_method_and_random_on_real_fashion_mnist() {
     }));
     assert_png(&comparison.chart);
     let markdown = std::fs::read_to_string(&comparison.markdown).unwrap();
-    assert!(markdown.contains("| fashion-mnist | finetune | mae | mae norm_pix |"), "{markdown}");
+    for needle in [
+        "| fashion-mnist | finetune | mae | mae norm_pix | 30 steps,",
+        "| fashion-mnist | linear | ijepa (context) | ijepa smooth_l1 |",
+        "| fashion-mnist | linear | pixels | none | – |",
+        "Shared settings where the recipes differ:",
+        "| `optim.epochs` | 3 | 3 | 6 |",
+    ] {
+        assert!(markdown.contains(needle), "compare.md lacks `{needle}`:\n{markdown}");
+    }
 
     // Fine-tuning evaluated every test image once, and chose from 2 lrs × 2 epochs on 100
     // validation images carved from its 1,000.

@@ -1,6 +1,7 @@
-//! The linear probe's choice of hyper-parameters must not depend on the test split: the
-//! same train features with two entirely different test files give the same search, and
-//! only the final predictions differ.
+//! No choice may depend on the test split: not the linear probe's hyper-parameters, not
+//! kNN's centring, not the recipe a sweep picks. The same train features with entirely
+//! different test files give the same searches and the same pick; only the test numbers
+//! differ.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -34,22 +35,31 @@ fn write_manifest_dataset(root: &Path, kind: &str, folds: Option<Vec<Vec<u64>>>)
 }
 
 fn run_folder(folder: &Path, dataset: &Path) -> Run {
+    named_run(folder, dataset, "run")
+}
+
+fn named_run(folder: &Path, dataset: &Path, name: &str) -> Run {
     let recipe = Recipe::load(
         Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/demo-fashion.toml")),
-        &[format!("dataset=\"{}\"", dataset.display())],
+        &[format!("dataset=\"{}\"", dataset.display()), format!("name=\"{name}\"")],
     )
     .unwrap();
-    Run { folder: RunFolder::new(folder.join("run")), recipe }
+    Run { folder: RunFolder::new(folder.join(name)), recipe }
 }
 
 /// Three noisy classes in 5-D.
 fn features(rows: usize, seed: u64, shift: f32) -> FeatureTable {
+    separated_features(rows, seed, shift, 1.0)
+}
+
+/// Three classes in 5-D, each `separation` along its own axis, with unit noise.
+fn separated_features(rows: usize, seed: u64, shift: f32, separation: f32) -> FeatureTable {
     let mut rng = KeyedRng::new(&[seed]);
     let mut table = FeatureTable::new(5);
     for id in 0..rows as u64 {
         let class = rng.below(3) as i32;
         let feature: Vec<f32> = (0..5)
-            .map(|axis| if axis == class as usize { 1.0 } else { 0.0 } + shift + rng.uniform(-1.0, 1.0) as f32)
+            .map(|axis| if axis == class as usize { separation } else { 0.0 } + shift + rng.uniform(-1.0, 1.0) as f32)
             .collect();
         table.push(id, class, &feature);
     }
@@ -124,4 +134,67 @@ fn stl10_folds_fit_each_fold_on_its_own_train_images_only() {
     let protocols: Vec<&str> = summary.column("protocol").unwrap().str().unwrap().iter().map(Option::unwrap).collect();
     assert_eq!(protocols, vec!["stl10-5k", "stl10-folds"]);
     assert_eq!(folds, vec![1, 2]);
+}
+
+#[test]
+fn the_recipe_a_sweep_picks_is_the_same_whatever_the_test_split_holds() {
+    // Two "recipes": `good` has well-separated train features, `poor` barely separated ones.
+    // Then the test split is swapped for one where `poor`'s test features are perfect and
+    // `good`'s are noise: the test numbers turn around, the pick and every probe setting
+    // do not.
+    let folder = tempfile::tempdir().unwrap();
+    let dataset = folder.path().join("dataset");
+    write_manifest_dataset(&dataset, "fixture", None);
+    let good = named_run(folder.path(), &dataset, "good");
+    let poor = named_run(folder.path(), &dataset, "poor");
+    let no_metadata = HashMap::new();
+    let train_features = |run: &Run, separation: f32| {
+        let path = run.folder.features(EncoderKind::Pretrained, "train");
+        separated_features(600, 11, 0.0, separation).write(&path, &no_metadata).unwrap();
+    };
+    train_features(&good, 2.0);
+    train_features(&poor, 0.4);
+    let options = jepa_probe::evaluate::EvaluateOptions {
+        linear: LinearSettings {
+            learning_rates: vec![1e-2, 1e-1],
+            weight_decays: vec![0.0],
+            epochs: 3,
+            batch_size: 64,
+            ..LinearSettings::default()
+        },
+        ..Default::default()
+    };
+    let test_features = |run: &Run, separation: f32, seed: u64| {
+        let path = run.folder.features(EncoderKind::Pretrained, "test");
+        separated_features(300, seed, 0.0, separation).write(&path, &no_metadata).unwrap();
+    };
+
+    let mut picks = Vec::new();
+    let mut scored = Vec::new();
+    for (scenario, (good_test, poor_test)) in [(2.0, 0.4), (0.0, 20.0)].into_iter().enumerate() {
+        test_features(&good, good_test, 20 + scenario as u64);
+        test_features(&poor, poor_test, 30 + scenario as u64);
+        let table = folder.path().join(format!("sweep-{scenario}.parquet"));
+        let mut rows = Vec::new();
+        for run in [&good, &poor] {
+            let scores = jepa_probe::sweep::score_features(run, EncoderKind::Pretrained, &options).unwrap();
+            jepa_probe::sweep::append(&table, jepa_probe::sweep::row(run, &scores).unwrap()).unwrap();
+            rows.push(scores);
+        }
+        picks.push(jepa_probe::sweep::chosen_runs(&table, EncoderKind::Pretrained).unwrap());
+        scored.push(rows);
+    }
+    assert_eq!(picks[0], vec![("ijepa".to_string(), "good".to_string())]);
+    assert_eq!(picks[0], picks[1], "the pick saw the test split");
+    // The test numbers did turn around: the test split was read, after the choice.
+    assert!(scored[0][0].test_linear > scored[0][1].test_linear, "{:?}", scored[0]);
+    assert!(scored[1][1].test_linear > scored[1][0].test_linear, "{:?}", scored[1]);
+    assert!(scored[1][1].test_knn > scored[1][0].test_knn, "{:?}", scored[1]);
+    // Everything chosen on validation is the same in both scenarios.
+    for (first, second) in scored[0].iter().zip(&scored[1]) {
+        let chosen = |s: &jepa_probe::sweep::SweepScores| {
+            (s.validation_linear, s.validation_knn, s.linear_lr, s.linear_weight_decay, s.knn_centre)
+        };
+        assert_eq!(chosen(first), chosen(second), "{} chose on the test split", first.run);
+    }
 }

@@ -7,7 +7,7 @@
 //!
 //! - `demo`: the Fashion-MNIST demo (`configs/demo-fashion.toml`: ViT `micro` at 28 px,
 //!   4 px patches, predictor 48 × 2, batch 64);
-//! - `demo-mae`: MAE on the same encoder (decoder 48 × 2, `configs/compare-fashion.toml`);
+//! - `demo-mae`: MAE on the same encoder (decoder 48 × 2, as `configs/compare-fashion-mae.toml`);
 //!   the reference has no MAE, so this line has no ratio;
 //! - `tiny`: ViT-Tiny at 96 px with 8 px patches, predictor 96 × 2, batch 16;
 //! - `forward`: the probe's job, the frozen `micro` encoder's forward pass over whole

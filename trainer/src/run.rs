@@ -166,6 +166,7 @@ impl Run {
             for stale in [
                 folder.features_dir(EncoderKind::Pretrained),
                 folder.features_dir(EncoderKind::Random),
+                folder.features_dir(EncoderKind::Pixels),
                 folder.probe_dir(),
             ] {
                 if stale.exists() {
@@ -215,6 +216,14 @@ impl Run {
         }
     }
 
+    /// The encoders this run's evaluation covers, in report order: the evaluated one, the
+    /// trained student beside an evaluated EMA teacher, and the two baselines (random init,
+    /// pixels).
+    pub fn encoder_kinds(&self) -> Vec<EncoderKind> {
+        let has_student = !self.is_imported() && self.evaluated_role() == EncoderRole::Target;
+        EncoderKind::ALL.into_iter().filter(|kind| *kind != EncoderKind::Context || has_student).collect()
+    }
+
     /// The role of the encoder this run's method evaluates.
     pub fn evaluated_role(&self) -> EncoderRole {
         match self.recipe.method_info().evaluated() {
@@ -250,6 +259,18 @@ impl Run {
         checkpoint: Option<&str>,
         device: &B::Device,
     ) -> Result<LoadedEncoder<B::InnerBackend>, RunError> {
+        if kind == EncoderKind::Pixels {
+            return Err(RunError::bad(self.folder.root(), "`pixels` is the images themselves, not an encoder"));
+        }
+        if kind == EncoderKind::Context {
+            if role == Some(EncoderRole::Target) || !self.encoder_kinds().contains(&kind) {
+                return Err(RunError::bad(
+                    self.folder.root(),
+                    "has no `context` encoder beside the one it evaluates: its encoder is `pretrained`",
+                ));
+            }
+            return self.encoder_in_role::<B>(EncoderKind::Pretrained, Some(EncoderRole::Context), checkpoint, device);
+        }
         if kind == EncoderKind::Pretrained && self.is_imported() {
             if let Some(role) = role {
                 return Err(RunError::bad(
@@ -276,8 +297,8 @@ impl Run {
             ));
         }
         let checkpoint = match kind {
-            EncoderKind::Pretrained => Some(self.checkpoint(checkpoint)?),
             EncoderKind::Random => None,
+            _ => Some(self.checkpoint(checkpoint)?),
         };
         let load = LoadEncoder::<B> { seed: self.recipe.seed(), checkpoint: checkpoint.as_ref(), role, device };
         let encoder = self.recipe.method().visit(load)?;

@@ -9,6 +9,9 @@
 //!                                            teacher), optimizer.bin, state.json (train)
 //! runs/<name>/features/<split>.parquet       the trained encoder's features   (probe)
 //! runs/<name>/features-random/<split>.parquet  the random-init encoder's     (probe)
+//! runs/<name>/features-context/<split>.parquet the trained student encoder's, for a method
+//!                                            that evaluates its EMA teacher (probe)
+//! runs/<name>/features-pixels/<split>.parquet  the standardised pixels themselves (probe)
 //! runs/<name>/probe/predictions/, selection/  each probe's predictions and search (probe)
 //! runs/<name>/probe/<report file>            scores, report.md, figures ([`ReportFile`]) (probe)
 //! ```
@@ -21,20 +24,34 @@ use jepa_shared::ShardError;
 /// Which encoder a result belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum EncoderKind {
-    /// The encoder the run's method evaluates, from a checkpoint.
+    /// The encoder the run's method evaluates, from a checkpoint (I-JEPA's EMA target
+    /// encoder, MAE's encoder).
     Pretrained,
+    /// The encoder the optimizer trained, from the same checkpoint, for a method that
+    /// evaluates its EMA teacher instead (I-JEPA's context encoder).
+    Context,
     /// The same config, initialised from the run's seed and never trained.
     Random,
+    /// No encoder: the image's standardised pixels are its features.
+    Pixels,
 }
 
 impl EncoderKind {
-    pub const ALL: [EncoderKind; 2] = [EncoderKind::Pretrained, EncoderKind::Random];
+    pub const ALL: [EncoderKind; 4] =
+        [EncoderKind::Pretrained, EncoderKind::Context, EncoderKind::Random, EncoderKind::Pixels];
 
     pub fn as_str(self) -> &'static str {
         match self {
             EncoderKind::Pretrained => "pretrained",
+            EncoderKind::Context => "context",
             EncoderKind::Random => "random",
+            EncoderKind::Pixels => "pixels",
         }
+    }
+
+    /// The baselines: what a pretrained encoder has to beat.
+    pub fn is_baseline(self) -> bool {
+        matches!(self, EncoderKind::Random | EncoderKind::Pixels)
     }
 }
 
@@ -120,7 +137,9 @@ impl RunFolder {
     pub fn features_dir(&self, encoder: EncoderKind) -> PathBuf {
         match encoder {
             EncoderKind::Pretrained => self.root.join("features"),
+            EncoderKind::Context => self.root.join("features-context"),
             EncoderKind::Random => self.root.join("features-random"),
+            EncoderKind::Pixels => self.root.join("features-pixels"),
         }
     }
 
