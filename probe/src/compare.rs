@@ -26,7 +26,8 @@ use polars::prelude::*;
 
 use crate::error::{ProbeError, Result};
 use crate::evaluate::{
-    EvaluateOptions, FINETUNE, FinetuneOptions, KNN, LINEAR, evaluate_encoder, run_finetune, scan, write_parquet,
+    EvaluateOptions, FINETUNE, FinetuneOptions, KNN, LINEAR, count_rows, evaluate_encoder, run_finetune, scan,
+    write_parquet,
 };
 use crate::finetune::FinetuneSettings;
 use crate::plots;
@@ -176,7 +177,7 @@ pub fn compare<B: AutodiffBackend>(
         .collect();
     plots::comparison_bars(task, &bars, &chart)?;
     let markdown = out.join("compare.md");
-    let text = format!("{}\n{}", markdown_table(&rows), recipe_differences(runs));
+    let text = format!("{}\n{}", markdown_table(&rows), recipe_differences(runs)?);
     jepa_shared::atomic::write_bytes(&markdown, text.as_bytes())?;
     Ok(Comparison { rows, summary, chart, markdown })
 }
@@ -208,18 +209,15 @@ fn check_comparable(first: &Run, other: &Run) -> Result<()> {
 
 /// The shared fields (encoder, loader, optimizer) where the runs' recipes differ, as
 /// Markdown: a comparison of recipes each searched for its method says what it compared.
-pub fn recipe_differences(runs: &[Run]) -> String {
-    let flat = |run: &Run| -> std::collections::BTreeMap<String, String> {
-        let table: toml::Table = toml::from_str(&run.recipe.to_toml()).unwrap_or_default();
-        let mut out = std::collections::BTreeMap::new();
-        for section in ["encoder", "loader", "optim"] {
-            if let Some(toml::Value::Table(fields)) = table.get(section) {
-                flatten_into(section, fields, &mut out);
-            }
-        }
-        out
+pub fn recipe_differences(runs: &[Run]) -> Result<String> {
+    let shared = |run: &Run| -> Result<std::collections::BTreeMap<String, String>> {
+        Ok(config_leaves(run)?
+            .into_iter()
+            .filter(|(path, _)| ["encoder", "loader", "optim"].contains(&top_level(path)))
+            .map(|(path, value)| (path, value.to_string()))
+            .collect())
     };
-    let all: Vec<_> = runs.iter().map(flat).collect();
+    let all = runs.iter().map(shared).collect::<Result<Vec<_>>>()?;
     let keys: std::collections::BTreeSet<&String> = all.iter().flat_map(|fields| fields.keys()).collect();
     let mut text = String::from("Shared settings where the recipes differ:\n\n| setting |");
     for run in runs {
@@ -238,21 +236,34 @@ pub fn recipe_differences(runs: &[Run]) -> String {
         let _ = writeln!(text, "| `{key}` | {} |", values.join(" | "));
     }
     if !any {
-        return "Every run has the same encoder, loader and optimizer settings.\n".into();
+        return Ok("Every run has the same encoder, loader and optimizer settings.\n".into());
     }
-    text
+    Ok(text)
 }
 
-fn flatten_into(prefix: &str, table: &toml::Table, out: &mut std::collections::BTreeMap<String, String>) {
+/// The run's resolved config as `section.field` leaves (`a.b.c` for nested tables), with
+/// each leaf's TOML value: what `compare.md` and the sweep table read of a recipe.
+pub fn config_leaves(run: &Run) -> Result<Vec<(String, toml::Value)>> {
+    let table: toml::Table = toml::from_str(&run.recipe.to_toml())
+        .map_err(|error| ProbeError::bad(&run.folder.config(), error.to_string()))?;
+    let mut leaves = Vec::new();
+    push_leaves("", table, &mut leaves);
+    Ok(leaves)
+}
+
+fn push_leaves(prefix: &str, table: toml::Table, out: &mut Vec<(String, toml::Value)>) {
     for (key, value) in table {
-        let path = format!("{prefix}.{key}");
+        let path = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
         match value {
-            toml::Value::Table(inner) => flatten_into(&path, inner, out),
-            other => {
-                out.insert(path, other.to_string());
-            }
+            toml::Value::Table(inner) => push_leaves(&path, inner, out),
+            leaf => out.push((path, leaf)),
         }
     }
+}
+
+/// The section a leaf path of [`config_leaves`] sits in (the path itself at the top level).
+pub fn top_level(path: &str) -> &str {
+    path.split('.').next().unwrap_or(path)
 }
 
 /// Steps and images from the run's metrics, seconds from its log's `finished … in S s`
@@ -262,15 +273,7 @@ pub fn training_compute(run: &Run) -> Result<(u64, u64, f64)> {
     if !metrics.exists() {
         return Ok((0, 0, 0.0));
     }
-    let steps = scan(&metrics)?
-        .select([len().alias("steps")])
-        .collect()
-        .map_err(ProbeError::polars(metrics.display().to_string()))?
-        .column("steps")
-        .ok()
-        .and_then(|column| column.get(0).ok())
-        .and_then(|value| value.extract::<u64>())
-        .unwrap_or(0);
+    let steps = count_rows(scan(&metrics)?, &metrics.display().to_string())?;
     let (mut images, mut seconds) = (0u64, 0f64);
     let log = run.folder.log();
     let text = std::fs::read_to_string(&log).unwrap_or_default();

@@ -317,6 +317,17 @@ pub fn scan(path: &Path) -> Result<LazyFrame> {
         .map_err(ProbeError::polars(path.display().to_string()))
 }
 
+/// How many rows `frame` has; `what` names it in an error.
+pub fn count_rows(frame: LazyFrame, what: &str) -> Result<u64> {
+    let counted = frame.select([len().alias("rows")]).collect().map_err(ProbeError::polars(what.to_string()))?;
+    Ok(counted
+        .column("rows")
+        .ok()
+        .and_then(|column| column.get(0).ok())
+        .and_then(|value| value.extract::<u64>())
+        .unwrap_or(0))
+}
+
 pub fn write_parquet(path: &Path, frame: &mut DataFrame) -> Result<()> {
     jepa_shared::atomic::write_file(path, |file| {
         ParquetWriter::new(file).finish(frame).map_err(ProbeError::polars(path.display().to_string()))?;

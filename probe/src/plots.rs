@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use jepa_trainer::EncoderKind;
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use polars::prelude::*;
 
 use crate::error::{ProbeError, Result};
@@ -365,10 +366,12 @@ pub fn comparison_bars(task: &str, bars: &[Bar<'_>], path: &Path) -> Result<()> 
             _ => palette[slot % palette.len()],
         })
         .collect();
-    png(path, (1000, 620), |root| {
+    // The legend has a panel of its own right of the plot, so it covers no bar.
+    png(path, (1200, 620), |root| {
         let draw = || -> std::result::Result<(), Box<dyn std::error::Error + '_>> {
             root.fill(&WHITE)?;
-            let mut chart = ChartBuilder::on(root)
+            let (plot, legend) = root.split_horizontally(1000);
+            let mut chart = ChartBuilder::on(&plot)
                 .caption(format!("{task}: test accuracy by evaluation protocol"), (FONT_FAMILY, 22))
                 .margin(15)
                 .y_label_area_size(60)
@@ -399,12 +402,9 @@ pub fn comparison_bars(task: &str, bars: &[Bar<'_>], path: &Path) -> Result<()> 
                     })
                     .collect();
                 let left = |index: usize| index as f64 + 0.1 + slot as f64 * width;
-                chart
-                    .draw_series(values.iter().map(|&(index, accuracy)| {
-                        Rectangle::new([(left(index), 0.0), (left(index) + width * 0.9, accuracy)], colour.filled())
-                    }))?
-                    .label(*method)
-                    .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], colour.filled()));
+                chart.draw_series(values.iter().map(|&(index, accuracy)| {
+                    Rectangle::new([(left(index), 0.0), (left(index) + width * 0.9, accuracy)], colour.filled())
+                }))?;
                 chart.draw_series(values.iter().map(|&(index, accuracy)| {
                     Text::new(
                         format!("{:.1}", 100.0 * accuracy),
@@ -413,13 +413,15 @@ pub fn comparison_bars(task: &str, bars: &[Bar<'_>], path: &Path) -> Result<()> 
                     )
                 }))?;
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK)
-                .label_font((FONT_FAMILY, 16))
-                .draw()?;
+            for (row, (method, colour)) in methods.iter().zip(&colours).enumerate() {
+                let y = 60 + 28 * row as i32;
+                legend.draw(&Rectangle::new([(10, y - 7), (26, y + 7)], colour.filled()))?;
+                legend.draw(&Text::new(
+                    method.to_string(),
+                    (34, y),
+                    (FONT_FAMILY, 16).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center)),
+                ))?;
+            }
             Ok(())
         };
         draw().map_err(|error| error.to_string())

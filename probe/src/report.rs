@@ -14,7 +14,7 @@ use polars::prelude::*;
 use jepa_trainer::{EncoderKind, ReportFile, Run};
 
 use crate::error::{ProbeError, Result};
-use crate::evaluate::{KNN, LINEAR, manifest, scan, write_parquet};
+use crate::evaluate::{KNN, LINEAR, count_rows, manifest, scan, write_parquet};
 use crate::page::{Align, Page};
 use crate::plots::{self, Plots};
 use crate::protocol::{TEST_SPLIT, TRAIN_SPLIT};
@@ -174,9 +174,7 @@ fn feature_shape(path: &Path) -> Result<(u64, usize)> {
         Some(DataType::Array(_, dim)) => *dim,
         other => return Err(ProbeError::bad(path, format!("`feature` is {other:?}, expected Array(Float32, dim)"))),
     };
-    let rows = collect(frame.select([len().alias("rows")]), "feature rows")?;
-    let rows = rows.column("rows").ok().and_then(|column| column.get(0).ok()).and_then(|value| value.extract::<u64>());
-    Ok((rows.unwrap_or(0), dim))
+    Ok((count_rows(frame, "feature rows")?, dim))
 }
 
 /// Steps, loss and collapse check from the run's metrics table.
@@ -358,15 +356,13 @@ fn page(run: &Run, rows: &[SummaryRow], per_class: &DataFrame, metrics: Option<&
         if !path.exists() {
             continue;
         }
-        let search = scan(&path)?;
-        let tried = collect(search.clone().select([len().alias("n")]), "selection")?
-            .column("n")
-            .ok()
-            .and_then(|column| column.get(0).ok())
-            .and_then(|value| value.extract::<u64>())
-            .unwrap_or(0);
+        // Each chosen pair with the number of pairs its task's search tried.
+        let tried = len().over([col("protocol"), col("fold")]).map_err(ProbeError::polars("selection"))?;
         let chosen = collect(
-            search.filter(col("chosen")).sort(["protocol", "fold"], SortMultipleOptions::default()),
+            scan(&path)?
+                .with_column(tried.alias("tried"))
+                .filter(col("chosen"))
+                .sort(["protocol", "fold"], SortMultipleOptions::default()),
             "selection",
         )?;
         for row in 0..chosen.height() {
@@ -398,7 +394,7 @@ fn page(run: &Run, rows: &[SummaryRow], per_class: &DataFrame, metrics: Option<&
                     "null" | "" => "inside".to_string(),
                     edge => format!("edge: {edge}"),
                 },
-                tried.to_string(),
+                format!("{}", number("tried")),
             ]);
         }
     }
@@ -411,7 +407,7 @@ fn page(run: &Run, rows: &[SummaryRow], per_class: &DataFrame, metrics: Option<&
             ("weight decay", Align::Right),
             ("validation accuracy", Align::Right),
             ("grid", Align::Left),
-            ("pairs tried (all tasks)", Align::Right),
+            ("pairs tried", Align::Right),
         ],
         selection_rows,
     );

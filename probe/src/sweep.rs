@@ -23,9 +23,11 @@ use burn::tensor::backend::AutodiffBackend;
 use jepa_trainer::{EncoderKind, Run};
 use polars::prelude::*;
 
-use crate::compare::training_compute;
+use crate::compare::{config_leaves, top_level, training_compute};
 use crate::error::{ProbeError, Result};
-use crate::evaluate::{EvaluateOptions, Probe, ProbeOutcome, run_probe, scan, write_outcome, write_parquet};
+use crate::evaluate::{
+    EvaluateOptions, Probe, ProbeOutcome, count_rows, run_probe, scan, write_outcome, write_parquet,
+};
 use crate::features::write_features;
 
 /// One row of the sweep table, before the config columns.
@@ -62,13 +64,6 @@ pub fn score<B: AutodiffBackend>(
 /// and searches written as `probe all` writes them, and the run's compute. Accuracies are
 /// means over the tasks of the dataset's first protocol.
 pub fn score_features(run: &Run, encoder: EncoderKind, options: &EvaluateOptions) -> Result<SweepScores> {
-    let first_protocol = |outcome: &ProbeOutcome| {
-        let protocol = outcome.evaluations.first().map(|(task, _)| task.protocol.clone()).unwrap_or_default();
-        let tasks: Vec<usize> =
-            (0..outcome.evaluations.len()).filter(|&i| outcome.evaluations[i].0.protocol == protocol).collect();
-        let mean = |values: Vec<f64>| values.iter().sum::<f64>() / values.len().max(1) as f64;
-        (tasks.clone(), mean(tasks.iter().map(|&i| outcome.evaluations[i].1.accuracy()).collect()), mean)
-    };
     let linear_probe = Probe::Linear(options.linear.clone());
     let linear = run_probe(run, encoder, &linear_probe, &options.protocols)?;
     write_outcome(run, encoder, &linear_probe, &linear)?;
@@ -76,12 +71,11 @@ pub fn score_features(run: &Run, encoder: EncoderKind, options: &EvaluateOptions
     let knn = run_probe(run, encoder, &knn_probe, &options.protocols)?;
     write_outcome(run, encoder, &knn_probe, &knn)?;
 
-    let (linear_tasks, test_linear, mean) = first_protocol(&linear);
-    let validation_linear =
-        mean(linear_tasks.iter().map(|&i| linear.selections[i].1.chosen().validation_accuracy).collect());
-    let (knn_tasks, test_knn, _) = first_protocol(&knn);
-    let validation_knn =
-        mean(knn_tasks.iter().map(|&i| knn.knn_selections[i].1.chosen().validation_accuracy).collect());
+    let (linear_tasks, knn_tasks) = (first_protocol(&linear), first_protocol(&knn));
+    let test_linear = mean(linear_tasks.iter().map(|&i| linear.evaluations[i].1.accuracy()));
+    let validation_linear = mean(linear_tasks.iter().map(|&i| linear.selections[i].1.chosen().validation_accuracy));
+    let test_knn = mean(knn_tasks.iter().map(|&i| knn.evaluations[i].1.accuracy()));
+    let validation_knn = mean(knn_tasks.iter().map(|&i| knn.knn_selections[i].1.chosen().validation_accuracy));
     let (first_linear, first_knn) = (&linear.selections[0].1, &knn.knn_selections[0].1);
     let (steps, images, train_seconds) = training_compute(run)?;
     Ok(SweepScores {
@@ -102,6 +96,18 @@ pub fn score_features(run: &Run, encoder: EncoderKind, options: &EvaluateOptions
     })
 }
 
+/// The indices of the outcome's tasks that belong to its first protocol (the folds of
+/// STL-10's, the one split of Fashion-MNIST's).
+fn first_protocol(outcome: &ProbeOutcome) -> Vec<usize> {
+    let Some((first, _)) = outcome.evaluations.first() else { return Vec::new() };
+    (0..outcome.evaluations.len()).filter(|&i| outcome.evaluations[i].0.protocol == first.protocol).collect()
+}
+
+fn mean(values: impl ExactSizeIterator<Item = f64>) -> f64 {
+    let count = values.len().max(1);
+    values.sum::<f64>() / count as f64
+}
+
 /// Config fields the table leaves out: the run's name is its own column, pixel statistics
 /// are measured, checkpointing does not change what is learned.
 const LEFT_OUT: [&str; 4] = ["name", "method", "data", "checkpoint"];
@@ -109,31 +115,20 @@ const LEFT_OUT: [&str; 4] = ["name", "method", "data", "checkpoint"];
 /// The resolved config as `section.field` columns of one row: integers, floats, booleans
 /// and strings as themselves, arrays as their TOML text.
 fn config_columns(run: &Run) -> Result<Vec<Column>> {
-    let table: toml::Table = toml::from_str(&run.recipe.to_toml())
-        .map_err(|error| ProbeError::bad(&run.folder.config(), error.to_string()))?;
-    let mut columns = Vec::new();
-    flatten("", &toml::Value::Table(table), &mut columns);
-    Ok(columns)
-}
-
-fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<Column>) {
-    let name = || PlSmallStr::from(prefix);
-    match value {
-        toml::Value::Table(table) => {
-            for (key, value) in table {
-                if prefix.is_empty() && LEFT_OUT.contains(&key.as_str()) {
-                    continue;
-                }
-                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
-                flatten(&path, value, out);
+    Ok(config_leaves(run)?
+        .into_iter()
+        .filter(|(path, _)| !LEFT_OUT.contains(&top_level(path)))
+        .map(|(path, value)| {
+            let name = PlSmallStr::from(path);
+            match value {
+                toml::Value::Integer(number) => Column::new(name, [number]),
+                toml::Value::Float(number) => Column::new(name, [number]),
+                toml::Value::Boolean(flag) => Column::new(name, [flag]),
+                toml::Value::String(text) => Column::new(name, [text]),
+                other => Column::new(name, [other.to_string()]),
             }
-        }
-        toml::Value::Integer(number) => out.push(Column::new(name(), [*number])),
-        toml::Value::Float(number) => out.push(Column::new(name(), [*number])),
-        toml::Value::Boolean(flag) => out.push(Column::new(name(), [*flag])),
-        toml::Value::String(text) => out.push(Column::new(name(), [text.as_str()])),
-        other => out.push(Column::new(name(), [other.to_string()])),
-    }
+        })
+        .collect())
 }
 
 /// `scores` and the run's config as one row.
@@ -191,13 +186,8 @@ pub fn has_row(path: &Path, run: &str, encoder: EncoderKind) -> Result<bool> {
     if !path.exists() {
         return Ok(false);
     }
-    let rows = scan(path)?
-        .filter(col("run").eq(lit(run)).and(col("encoder").eq(lit(encoder.as_str()))))
-        .select([len().alias("rows")])
-        .collect()
-        .map_err(ProbeError::polars(path.display().to_string()))?;
-    let count = rows.column("rows").ok().and_then(|c| c.get(0).ok()).and_then(|v| v.extract::<u64>()).unwrap_or(0);
-    Ok(count > 0)
+    let rows = scan(path)?.filter(col("run").eq(lit(run)).and(col("encoder").eq(lit(encoder.as_str()))));
+    Ok(count_rows(rows, &path.display().to_string())? > 0)
 }
 
 /// The recipe each method's best row came from, by validation linear accuracy (ties: the
