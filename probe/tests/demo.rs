@@ -328,7 +328,7 @@ fn small_comparison_of_every_method_and_random_on_real_fashion_mnist() {
         "| fashion-mnist | linear | ijepa (context) | ijepa smooth_l1 |",
         "| fashion-mnist | linear | pixels | none | – |",
         "Shared settings where the recipes differ:",
-        "| `optim.epochs` | 3 | 3 | 6 |",
+        "| `optim.epochs` | 3 | 4 | 6 |",
     ] {
         assert!(markdown.contains(needle), "compare.md lacks `{needle}`:\n{markdown}");
     }

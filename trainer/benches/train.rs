@@ -5,8 +5,9 @@
 //! runs it on the same case, threads and batch size, and prints both and the ratio
 //! `jepa-stream img/s ÷ PyTorch img/s`:
 //!
-//! - `demo`: the Fashion-MNIST demo (`configs/demo-fashion.toml`: ViT `micro` at 28 px,
-//!   4 px patches, predictor 48 × 2, batch 64);
+//! - `demo`: the Fashion-MNIST demo's encoder and masks (`configs/demo-fashion.toml`: ViT
+//!   `micro` at 28 px, 4 px patches, batch 64) with the sweep's base predictor, 48 × 2 (the
+//!   demo's is 96 × 2);
 //! - `demo-mae`: MAE on the same encoder (decoder 48 × 2, as `configs/compare-fashion-mae.toml`);
 //!   the reference has no MAE, so this line has no ratio;
 //! - `tiny`: ViT-Tiny at 96 px with 8 px patches, predictor 96 × 2, batch 16;

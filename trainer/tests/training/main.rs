@@ -234,6 +234,28 @@ fn the_shipped_configs_load_and_describe_the_documented_models() {
         assert_eq!(recipe.method_info().name(), *method);
         assert!(recipe.notes().is_empty(), "{method}: {:?}", recipe.notes());
     }
+    // A method's own comparison file (`make compare` prefers it) trains that method on the
+    // shared recipe's data, seed, loader and encoder, so only its method and budget differ.
+    let shared = Recipe::load(&root.join("compare-fashion.toml"), &[]).unwrap();
+    let mut own_files = 0;
+    for method in METHOD_NAMES {
+        let own = root.join(format!("compare-fashion-{method}.toml"));
+        if !own.exists() {
+            continue;
+        }
+        own_files += 1;
+        let recipe = Recipe::load(&own, &[]).unwrap();
+        assert_eq!(recipe.method_info().name(), *method, "{}", own.display());
+        assert!(recipe.notes().is_empty(), "{method}: {:?}", recipe.notes());
+        let (mine, theirs) = (recipe.config(), shared.config());
+        assert_eq!(
+            (mine.seed, &mine.dataset, &mine.data, &mine.loader, &mine.encoder),
+            (theirs.seed, &theirs.dataset, &theirs.data, &theirs.loader, &theirs.encoder),
+            "{}",
+            own.display()
+        );
+    }
+    assert!(own_files >= 2, "MAE and I-JEPA with pixel targets each have their own budget");
 }
 
 #[test]
@@ -242,8 +264,10 @@ fn a_config_in_the_older_layout_reads_as_the_current_one_with_a_note_per_move() 
     let old = dir.path().join("old.toml");
     std::fs::write(&old, OLD_DEMO).unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
-    // The older file held the paper's four target blocks; the demo has two since.
-    let current = Recipe::load(&root.join("demo-fashion.toml"), &["ijepa.masks.num_targets=4".into()]).unwrap();
+    // The older file held the paper's four target blocks and a 48-wide predictor; the demo
+    // has two blocks and a 96-wide predictor since.
+    let since = ["ijepa.masks.num_targets=4".into(), "ijepa.predictor.dim=48".into()];
+    let current = Recipe::load(&root.join("demo-fashion.toml"), &since).unwrap();
     let read = Recipe::load(&old, &[]).unwrap();
     assert_eq!(read.to_toml(), current.to_toml());
     let notes = read.notes().join("\n");
