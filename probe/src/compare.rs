@@ -122,46 +122,45 @@ pub fn compare<B: AutodiffBackend>(
         }
     }
 
-    let mut rows = Vec::new();
+    // Each row with its place among the evaluations: methods in the order the runs were
+    // given (each method's context encoder after it), the baselines last.
+    let mut ranked = Vec::new();
     for run in runs {
         let report = write_report(run)?;
         let method = run.recipe.method_info();
         let (steps, _, train_seconds) = training_compute(run)?;
         for row in report.summary {
-            let Some(&(_, encoder, _)) =
-                evaluations.iter().find(|(r, e, _)| std::ptr::eq(*r, run) && e.as_str() == row.encoder)
+            let Some(position) =
+                evaluations.iter().position(|(r, e, _)| std::ptr::eq(*r, run) && e.as_str() == row.encoder)
             else {
                 continue;
             };
+            let encoder = evaluations[position].1;
             let baseline = encoder.is_baseline();
-            rows.push(CompareRow {
-                method: if baseline { encoder.as_str().into() } else { method.name().into() },
-                encoder: encoder.as_str().into(),
-                protocol: row.probe.clone(),
-                accuracy: row.accuracy,
-                macro_f1: row.macro_f1,
-                task: row.protocol.clone(),
-                objective: if baseline { "none".into() } else { method.objective() },
-                run: run.folder.root().display().to_string(),
-                steps: if baseline { 0 } else { steps },
-                train_seconds: if baseline { 0.0 } else { train_seconds },
-            });
+            let rank = if baseline { evaluations.len() + position } else { position };
+            ranked.push((
+                rank,
+                CompareRow {
+                    method: if baseline { encoder.as_str().into() } else { method.name().into() },
+                    encoder: encoder.as_str().into(),
+                    protocol: row.probe.clone(),
+                    accuracy: row.accuracy,
+                    macro_f1: row.macro_f1,
+                    task: row.protocol.clone(),
+                    objective: if baseline { "none".into() } else { method.objective() },
+                    run: run.folder.root().display().to_string(),
+                    steps: if baseline { 0 } else { steps },
+                    train_seconds: if baseline { 0.0 } else { train_seconds },
+                },
+            ));
         }
     }
-    // Protocols in the order of the evaluation, methods in the order the runs were given
-    // (each method's context encoder after it), the baselines last.
-    let order = |row: &CompareRow| {
-        let position = evaluations
-            .iter()
-            .position(|(run, encoder, _)| {
-                run.folder.root().display().to_string() == row.run && encoder.as_str() == row.encoder
-            })
-            .unwrap_or(evaluations.len());
-        let position = if position < 2 { evaluations.len() + position } else { position };
+    // Protocols in the order of the evaluation, then the rows' ranks.
+    ranked.sort_by_key(|(rank, row)| {
         let protocol = [LINEAR, KNN, FINETUNE].iter().position(|p| *p == row.protocol).unwrap_or(3);
-        (row.task.clone(), protocol, position)
-    };
-    rows.sort_by_key(order);
+        (row.task.clone(), protocol, *rank)
+    });
+    let rows: Vec<CompareRow> = ranked.into_iter().map(|(_, row)| row).collect();
 
     std::fs::create_dir_all(out).map_err(ProbeError::io(out))?;
     let summary = out.join("summary.parquet");
