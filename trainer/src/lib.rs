@@ -9,7 +9,7 @@
 //!
 //! Modules, in data-flow order:
 //! - [`config`]: the run config file (TOML, `--set` overrides, older layouts read);
-//! - [`fused`]: one-pass CPU kernels for the ops Burn composes expensively (GELU);
+//! - [`kernels`]: GELU, LayerNorm and attention: our CPU kernels on `ndarray`, Burn's ops elsewhere;
 //! - [`vit`]: the ViT encoder every method trains, and pixel normalisation;
 //! - [`predictor`]: the narrow ViT that predicts tokens at target positions (I-JEPA's
 //!   predictor, MAE's decoder);
@@ -38,7 +38,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod ema;
-pub mod fused;
+pub mod kernels;
 pub mod ijepa;
 pub mod ijepa_pixels;
 pub mod mae;

@@ -14,7 +14,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::fused::{self, gelu, self_attention};
+use crate::kernels::{self, gelu, self_attention};
 
 /// The official code's LayerNorm epsilon.
 const LAYER_NORM_EPSILON: f64 = 1e-6;
@@ -245,7 +245,7 @@ pub fn per_token<B: Backend>(layer: &Linear<B>, tokens: Tensor<B, 3>) -> Tensor<
 
 /// `norm` (made by [`layer_norm`]) applied over the last dimension of `tokens`.
 pub fn normed<B: Backend>(norm: &LayerNorm<B>, tokens: Tensor<B, 3>) -> Tensor<B, 3> {
-    fused::layer_norm(norm, tokens, LAYER_NORM_EPSILON)
+    kernels::layer_norm(norm, tokens, LAYER_NORM_EPSILON)
 }
 
 /// LayerNorm with the official epsilon; `pub` for the predictor.
