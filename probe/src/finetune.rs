@@ -337,7 +337,7 @@ mod tests {
         let device = Default::default();
         let vit = VitConfig::preset("nano", 8, 4, 1).unwrap();
         // A seeded encoder: an unseeded one is a different network every run.
-        let encoder = jepa_trainer::method::seeded(7, &device, || vit.init::<B>(&device));
+        let encoder = jepa_trainer::method::seeded(7, &device, |cpu| vit.init(cpu), || vit.init::<B>(&device));
         let input = ImageInput { image_size_px: 8, channels: 1, pixel_mean: vec![0.5], pixel_std: vec![0.25] };
         let settings = FinetuneSettings {
             learning_rates: vec![0.0, 1e-2],

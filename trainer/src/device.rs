@@ -8,6 +8,8 @@
 
 use std::path::PathBuf;
 
+/// The CPU backend.
+pub type Cpu = burn::backend::NdArray<f32>;
 /// The device backend of `train` and `probe`.
 #[cfg(feature = "cuda")]
 pub type Device = burn::backend::Cuda<f32>;

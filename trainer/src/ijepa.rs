@@ -96,7 +96,12 @@ impl<B: Backend> IJepa<B> {
 
     /// The model a run with `seed` starts from (see [`seeded`]), predicting features.
     pub fn seeded(encoder: &VitConfig, predictor: &PredictorConfig, seed: u64, device: &B::Device) -> Self {
-        seeded(seed, device, || Self::new(encoder, predictor, encoder.dim, device))
+        seeded(
+            seed,
+            device,
+            |cpu| IJepa::new(encoder, predictor, encoder.dim, cpu),
+            || Self::new(encoder, predictor, encoder.dim, device),
+        )
     }
 
     /// The predictions at every target block of `batch`, from its context alone, stacked

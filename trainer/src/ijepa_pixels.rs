@@ -106,7 +106,13 @@ impl<B: AutodiffBackend> Method<B> for IJepaPixelsMethod {
 
     fn init(&self, seed: u64, device: &B::Device) -> IJepa<B> {
         let patch_values = self.encoder.patch_size_px * self.encoder.patch_size_px * self.encoder.channels;
-        seeded(seed, device, || IJepa::new(&self.encoder, &self.settings.predictor, patch_values, device))
+        let (encoder, predictor) = (&self.encoder, &self.settings.predictor);
+        seeded(
+            seed,
+            device,
+            |cpu| IJepa::new(encoder, predictor, patch_values, cpu),
+            || IJepa::new(encoder, predictor, patch_values, device),
+        )
     }
 
     fn encoder(model: &IJepa<B>) -> &VisionTransformer<B> {

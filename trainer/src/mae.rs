@@ -84,7 +84,7 @@ impl<B: Backend> Mae<B> {
     /// The model a run with `seed` starts from; its encoder is the one an I-JEPA run with
     /// the same seed and encoder starts from.
     pub fn seeded(encoder: &VitConfig, decoder: &PredictorConfig, seed: u64, device: &B::Device) -> Self {
-        seeded(seed, device, || Self::new(encoder, decoder, device))
+        seeded(seed, device, |cpu| Mae::new(encoder, decoder, cpu), || Self::new(encoder, decoder, device))
     }
 
     /// Predicted pixels: `[batch, masked, patch values]` at `masked_idx`, or with `all`,

@@ -19,11 +19,13 @@
 use std::sync::Arc;
 
 use burn::module::{AutodiffModule, Module};
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use jepa_shared::MaskSampler;
 
 use crate::batch::DeviceBatch;
+use crate::device::Cpu;
 use crate::vit::{VisionTransformer, VitConfig};
 
 /// How a method's statistic is combined over the micro-batches of one optimizer step.
@@ -185,20 +187,36 @@ pub trait MethodVisitor<B: AutodiffBackend> {
     fn visit<M: Method<B>>(self, method: &M) -> Self::Output;
 }
 
-/// The model `build` returns with every parameter drawn from `seed`, identical whichever
-/// thread builds it: a run's starting point and the probe's random-init baseline. Models
-/// that build their encoder first get the same encoder from the same seed, so every method
-/// starts from one random encoder.
-pub fn seeded<B: Backend, M: Module<B>>(seed: u64, device: &B::Device, build: impl FnOnce() -> M) -> M {
-    // Burn's backends keep one process-wide RNG and initialise parameters lazily, at
-    // first use: seed and draw every parameter now, under a lock, so runs in other
-    // threads cannot interleave their draws with this one's.
-    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _lock = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    B::seed(device, seed);
-    let model = build();
-    model.visit(&mut Materialize);
-    model
+/// The model `on_device` builds, with every parameter drawn from `seed` on the CPU, so it is
+/// the same model whichever backend and thread builds it: a run's starting point and the
+/// probe's random-init baseline, identical on the CPU, wgpu and CUDA. Models that build
+/// their encoder first get the same encoder from the same seed, so every method starts from
+/// one random encoder.
+///
+/// `on_cpu` must build the same module as `on_device` on [`Cpu`] (the constructor is the
+/// same generic function, called once per backend): its parameters are drawn there and
+/// loaded into `on_device`'s, which are never drawn themselves.
+pub fn seeded<B: Backend, M: Module<B>, C: Module<Cpu>>(
+    seed: u64,
+    device: &B::Device,
+    on_cpu: impl FnOnce(&burn::tensor::Device<Cpu>) -> C,
+    on_device: impl FnOnce() -> M,
+) -> M {
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::new();
+    let bytes = {
+        // The CPU backend keeps one process-wide RNG and initialises parameters lazily, at
+        // first use: seed and draw every parameter now, under a lock, so runs in other
+        // threads cannot interleave their draws with this one's.
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _lock = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let cpu = Default::default();
+        Cpu::seed(&cpu, seed);
+        let model = on_cpu(&cpu);
+        model.visit(&mut Materialize);
+        Recorder::<Cpu>::record(&recorder, model.into_record(), ()).expect("a model's record serialises")
+    };
+    let record = Recorder::<B>::load(&recorder, bytes, device).expect("the CPU model has the device model's shape");
+    on_device().load_record(record)
 }
 
 /// Touches every parameter so its lazy initialiser runs now.

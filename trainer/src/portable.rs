@@ -587,7 +587,8 @@ mod tests {
         let folder = tempfile::tempdir().unwrap();
         let path = folder.path().join("encoder.safetensors");
         let vit = nano();
-        let encoder = crate::method::seeded(7, &Default::default(), || vit.init::<B>(&Default::default()));
+        let encoder =
+            crate::method::seeded(7, &Default::default(), |cpu| vit.init(cpu), || vit.init::<B>(&Default::default()));
         write(&encoder, &info(&vit), &path).unwrap();
         let file = EncoderFile::open(&path, &Hints::default()).unwrap();
         assert_eq!(file.vit, vit);
