@@ -15,10 +15,14 @@
 //! probe export   --run runs/demo-fashion [--encoder target|context] [--checkpoint step-N] --out encoder.safetensors
 //! probe all      --run runs/timm-ijepa --encoder-file model.safetensors --dataset datasets/stl10   (or an I-JEPA .pth.tar)
 //! ```
+//!
+//! Commands that run an encoder take `--device auto|cpu|wgpu|cuda[:N]` (default `auto`);
+//! `linear`, `knn`, `report` and `masks` read only Parquet and images and open no device.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand};
 use jepa_probe::compare::{CompareOptions, compare, markdown_table};
 use jepa_probe::evaluate::{EvaluateOptions, FinetuneOptions, LINEAR, Probe, run_finetune, run_probe, write_outcome};
@@ -29,7 +33,7 @@ use jepa_probe::knn::KnnSettings;
 use jepa_probe::linear::LinearSettings;
 use jepa_probe::pipeline::{Evaluation, draw_figures, evaluate_all};
 use jepa_probe::report::{Report, summary_table, write_report};
-use jepa_trainer::device::Train;
+use jepa_trainer::device::{DeviceRequest, OnDevice};
 use jepa_trainer::portable::Hints;
 use jepa_trainer::run::EncoderRole;
 use jepa_trainer::{EncoderKind, Run};
@@ -44,6 +48,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Where encoders run: `auto` (CUDA, else a wgpu GPU, else the CPU), `cpu`, `wgpu`, `cuda` or
+    /// `cuda:N` (the probes themselves always run on the CPU)
+    #[arg(long, global = true, default_value = "auto")]
+    device: DeviceRequest,
 }
 
 #[derive(Args)]
@@ -82,7 +90,7 @@ struct FeatureArgs {
     /// Images per forward pass (64 was fastest on 2 CPU cores; raise it on a GPU)
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// Batches encoded in parallel, one per thread (default: one per core)
+    /// Batches encoded in parallel, one per thread (default: one per core on the CPU, 1 on a GPU)
     #[arg(long)]
     threads: Option<usize>,
 }
@@ -114,7 +122,7 @@ struct ImportArgs {
 
 impl ImportArgs {
     /// The run folder `--run` names: imported from `--encoder-file` first when given.
-    fn open(&self, args: &RunArgs, device: &burn::tensor::Device<Train>) -> anyhow::Result<Run> {
+    fn open<B: AutodiffBackend>(&self, args: &RunArgs, device: &B::Device) -> anyhow::Result<Run> {
         let Some(file) = &self.encoder_file else { return open(args) };
         let hints = Hints {
             heads: self.heads,
@@ -123,7 +131,7 @@ impl ImportArgs {
             state_key: self.state_key.clone(),
             method: self.method.clone(),
         };
-        let run = interop::import::<Train>(&args.run, file, args.dataset.as_deref(), &hints, device)?;
+        let run = interop::import::<B>(&args.run, file, args.dataset.as_deref(), &hints, device)?;
         if !args.quiet {
             eprintln!("imported {} into {}", file.display(), run.folder.root().display());
         }
@@ -146,9 +154,9 @@ struct EvaluateArgs {
 }
 
 impl EvaluateArgs {
-    fn options(&self, quiet: bool) -> EvaluateOptions {
+    fn options(&self, quiet: bool, on_cpu: bool) -> EvaluateOptions {
         EvaluateOptions {
-            features: self.features.options(quiet),
+            features: self.features.options(quiet, on_cpu),
             linear: self.linear.settings(),
             knn: self.knn.settings(),
             protocols: self.protocols.clone(),
@@ -392,13 +400,18 @@ fn open(args: &RunArgs) -> anyhow::Result<Run> {
     Ok(run)
 }
 
+/// Batches encoded at once: one per core on the CPU; one on a GPU, which runs a batch alone.
+fn default_threads(on_cpu: bool) -> usize {
+    if on_cpu { FeatureOptions::default().threads } else { 1 }
+}
+
 impl FeatureArgs {
-    fn options(&self, quiet: bool) -> FeatureOptions {
+    fn options(&self, quiet: bool, on_cpu: bool) -> FeatureOptions {
         FeatureOptions {
             checkpoint: self.checkpoint.clone(),
             layers: self.layers,
             batch_size: self.batch_size,
-            threads: self.threads.unwrap_or(FeatureOptions::default().threads),
+            threads: self.threads.unwrap_or(default_threads(on_cpu)),
             progress: !quiet,
         }
     }
@@ -415,125 +428,156 @@ fn open_root(root: &std::path::Path) -> anyhow::Result<Run> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    jepa_trainer::device::check("probe").map_err(anyhow::Error::msg)?;
-    let device = Default::default();
     match cli.command {
-        Command::Features { run: args, encoder, features, import } => {
-            let run = import.open(&args, &device)?;
-            for path in write_features::<Train>(&run, encoder, &features.options(args.quiet), &device)? {
-                println!("{}", path.display());
+        Command::Linear { probe: args, linear } => probe(&args, &Probe::Linear(linear.settings())),
+        Command::Knn { probe: args, knn } => probe(&args, &Probe::Knn(knn.settings())),
+        Command::Report { run: args } => {
+            print_report(&write_report(&open(&args)?)?);
+            Ok(())
+        }
+        Command::Masks { run, config, out, images } => draw_masks(run, config, out, images),
+        command => {
+            let choice = jepa_trainer::device::choose(cli.device, "probe")?;
+            eprintln!("device: {choice}");
+            choice.run(WithEncoders { command, on_cpu: choice.is_cpu() })
+        }
+    }
+}
+
+/// A command that runs encoders, generic over the backend of the device they run on.
+struct WithEncoders {
+    command: Command,
+    on_cpu: bool,
+}
+
+impl OnDevice for WithEncoders {
+    type Output = anyhow::Result<()>;
+
+    fn run<B: AutodiffBackend>(self, device: &B::Device) -> anyhow::Result<()> {
+        let on_cpu = self.on_cpu;
+        match self.command {
+            Command::Features { run: args, encoder, features, import } => {
+                let run = import.open::<B>(&args, device)?;
+                for path in write_features::<B>(&run, encoder, &features.options(args.quiet, on_cpu), device)? {
+                    println!("{}", path.display());
+                }
             }
-        }
-        Command::Linear { probe: args, linear } => probe(&args, &Probe::Linear(linear.settings()))?,
-        Command::Knn { probe: args, knn } => probe(&args, &Probe::Knn(knn.settings()))?,
-        Command::Finetune { probe: args, checkpoint, finetune } => {
-            let run = open(&args.run)?;
-            let options = FinetuneOptions {
-                checkpoint,
-                protocols: args.protocols,
-                threads: FeatureOptions::default().threads,
-                progress: !args.run.quiet,
-            };
-            for (task, predictions, selection) in
-                run_finetune::<Train>(&run, args.encoder, &finetune.settings(), &options, &device)?
-            {
-                let chosen = selection.chosen();
-                println!(
-                    "{} finetune {}: accuracy {:.2}% (lr {:e}, {} epoch(s), validation {:.2}%)",
-                    task.encoder,
-                    task.protocol,
-                    100.0 * predictions.accuracy(),
-                    chosen.learning_rate,
-                    chosen.epochs,
-                    100.0 * chosen.validation_accuracy
-                );
-            }
-        }
-        Command::Compare { runs, out, quiet, evaluate, finetune } => {
-            let runs: Vec<Run> = runs.iter().map(|root| open_root(root)).collect::<Result<_, _>>()?;
-            let options = CompareOptions { evaluate: evaluate.options(quiet), finetune: finetune.settings() };
-            let comparison = compare::<Train>(&runs, &out, &options, &device)?;
-            println!("{}", markdown_table(&comparison.rows));
-            println!("summary: {}\nchart: {}", comparison.summary.display(), comparison.chart.display());
-        }
-        Command::Sweep { runs, table, encoders, skip_scored, quiet, evaluate } => {
-            let options = evaluate.options(quiet);
-            let encoders = if encoders.is_empty() { vec![EncoderKind::Pretrained] } else { encoders };
-            for root in &runs {
-                let run = open_root(root)?;
-                for &encoder in &encoders {
-                    if skip_scored && jepa_probe::sweep::has_row(&table, run.recipe.name(), encoder)? {
-                        println!("{} ({encoder}): already in {}", run.recipe.name(), table.display());
-                        continue;
-                    }
-                    let started = std::time::Instant::now();
-                    let scores = jepa_probe::sweep::score::<Train>(&run, encoder, &options, &device)?;
-                    jepa_probe::sweep::append(&table, jepa_probe::sweep::row(&run, &scores)?)?;
+            Command::Finetune { probe: args, checkpoint, finetune } => {
+                let run = open(&args.run)?;
+                let options = FinetuneOptions {
+                    checkpoint,
+                    protocols: args.protocols,
+                    threads: default_threads(on_cpu),
+                    progress: !args.run.quiet,
+                };
+                for (task, predictions, selection) in
+                    run_finetune::<B>(&run, args.encoder, &finetune.settings(), &options, device)?
+                {
+                    let chosen = selection.chosen();
                     println!(
-                        "{} ({encoder}): validation linear {:.2}%, kNN {:.2}%; {} steps, {:.0} s of training; scored in {:.0} s",
-                        scores.run,
-                        100.0 * scores.validation_linear,
-                        100.0 * scores.validation_knn,
-                        scores.steps,
-                        scores.train_seconds,
-                        started.elapsed().as_secs_f64()
+                        "{} finetune {}: accuracy {:.2}% (lr {:e}, {} epoch(s), validation {:.2}%)",
+                        task.encoder,
+                        task.protocol,
+                        100.0 * predictions.accuracy(),
+                        chosen.learning_rate,
+                        chosen.epochs,
+                        100.0 * chosen.validation_accuracy
                     );
                 }
             }
-            for (method, run) in jepa_probe::sweep::chosen_runs(&table, EncoderKind::Pretrained)? {
-                println!("best {method} recipe by validation linear accuracy: {run}");
+            Command::Compare { runs, out, quiet, evaluate, finetune } => {
+                let runs: Vec<Run> = runs.iter().map(|root| open_root(root)).collect::<Result<_, _>>()?;
+                let options =
+                    CompareOptions { evaluate: evaluate.options(quiet, on_cpu), finetune: finetune.settings() };
+                let comparison = compare::<B>(&runs, &out, &options, device)?;
+                println!("{}", markdown_table(&comparison.rows));
+                println!("summary: {}\nchart: {}", comparison.summary.display(), comparison.chart.display());
             }
-            println!("table: {}", table.display());
-        }
-        Command::Reconstruct { run: args, checkpoint, images, out } => {
-            let run = open(&args)?;
-            jepa_probe::reconstruction::draw::<Train>(&run, checkpoint.as_deref(), images, &out, &device)?;
-            println!("{}", out.display());
-        }
-        Command::Export { run: args, encoder, checkpoint, out } => {
-            let run = open(&args)?;
-            let exported = interop::export::<Train>(&run, encoder, checkpoint.as_deref(), &out, &device)?;
-            println!("{}", exported.path.display());
-            if !args.quiet {
-                eprintln!(
-                    "exported the {} encoder of {} ({})",
-                    exported.role,
-                    run.folder.root().display(),
-                    exported.source
-                );
-            }
-        }
-        Command::Masks { run, config, out, images } => {
-            let (recipe, default_out) = match (run, config) {
-                (Some(root), _) => {
-                    let run = open_root(&root)?;
-                    let out = run.folder.report(jepa_trainer::ReportFile::Masks);
-                    (run.recipe, Some(out))
+            Command::Sweep { runs, table, encoders, skip_scored, quiet, evaluate } => {
+                let options = evaluate.options(quiet, on_cpu);
+                let encoders = if encoders.is_empty() { vec![EncoderKind::Pretrained] } else { encoders };
+                for root in &runs {
+                    let run = open_root(root)?;
+                    for &encoder in &encoders {
+                        if skip_scored && jepa_probe::sweep::has_row(&table, run.recipe.name(), encoder)? {
+                            println!("{} ({encoder}): already in {}", run.recipe.name(), table.display());
+                            continue;
+                        }
+                        let started = std::time::Instant::now();
+                        let scores = jepa_probe::sweep::score::<B>(&run, encoder, &options, device)?;
+                        jepa_probe::sweep::append(&table, jepa_probe::sweep::row(&run, &scores)?)?;
+                        println!(
+                            "{} ({encoder}): validation linear {:.2}%, kNN {:.2}%; {} steps, {:.0} s of training; scored in {:.0} s",
+                            scores.run,
+                            100.0 * scores.validation_linear,
+                            100.0 * scores.validation_knn,
+                            scores.steps,
+                            scores.train_seconds,
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
                 }
-                (None, Some(config)) => (jepa_trainer::Recipe::load(&config, &[])?, None),
-                (None, None) => bail!("give --run or --config"),
-            };
-            let out = out.or(default_out).context("--out is needed with --config")?;
-            jepa_probe::mask_figure::draw(&recipe, images, &out)?;
-            println!("{}", out.display());
-        }
-        Command::Figures { run: args } => {
-            let evaluation = draw_figures::<Train>(&open(&args)?, &device)?;
-            print_evaluation(&evaluation);
-        }
-        Command::Report { run: args } => {
-            let report = write_report(&open(&args)?)?;
-            print_report(&report);
-        }
-        Command::All { run: args, evaluate, require_pretrained_better, import } => {
-            let run = import.open(&args, &device)?;
-            let evaluation = evaluate_all::<Train>(&run, &evaluate.options(args.quiet), &device)?;
-            print_evaluation(&evaluation);
-            if require_pretrained_better {
-                require_better(&evaluation.report)?;
+                for (method, run) in jepa_probe::sweep::chosen_runs(&table, EncoderKind::Pretrained)? {
+                    println!("best {method} recipe by validation linear accuracy: {run}");
+                }
+                println!("table: {}", table.display());
+            }
+            Command::Reconstruct { run: args, checkpoint, images, out } => {
+                let run = open(&args)?;
+                jepa_probe::reconstruction::draw::<B>(&run, checkpoint.as_deref(), images, &out, device)?;
+                println!("{}", out.display());
+            }
+            Command::Export { run: args, encoder, checkpoint, out } => {
+                let run = open(&args)?;
+                let exported = interop::export::<B>(&run, encoder, checkpoint.as_deref(), &out, device)?;
+                println!("{}", exported.path.display());
+                if !args.quiet {
+                    eprintln!(
+                        "exported the {} encoder of {} ({})",
+                        exported.role,
+                        run.folder.root().display(),
+                        exported.source
+                    );
+                }
+            }
+            Command::Figures { run: args } => {
+                let evaluation = draw_figures::<B>(&open(&args)?, device)?;
+                print_evaluation(&evaluation);
+            }
+            Command::All { run: args, evaluate, require_pretrained_better, import } => {
+                let run = import.open::<B>(&args, device)?;
+                let evaluation = evaluate_all::<B>(&run, &evaluate.options(args.quiet, on_cpu), device)?;
+                print_evaluation(&evaluation);
+                if require_pretrained_better {
+                    require_better(&evaluation.report)?;
+                }
+            }
+            Command::Linear { .. } | Command::Knn { .. } | Command::Report { .. } | Command::Masks { .. } => {
+                unreachable!("run without a device by `main`")
             }
         }
+        Ok(())
     }
+}
+
+fn draw_masks(
+    run: Option<PathBuf>,
+    config: Option<PathBuf>,
+    out: Option<PathBuf>,
+    images: usize,
+) -> anyhow::Result<()> {
+    let (recipe, default_out) = match (run, config) {
+        (Some(root), _) => {
+            let run = open_root(&root)?;
+            let out = run.folder.report(jepa_trainer::ReportFile::Masks);
+            (run.recipe, Some(out))
+        }
+        (None, Some(config)) => (jepa_trainer::Recipe::load(&config, &[])?, None),
+        (None, None) => bail!("give --run or --config"),
+    };
+    let out = out.or(default_out).context("--out is needed with --config")?;
+    jepa_probe::mask_figure::draw(&recipe, images, &out)?;
+    println!("{}", out.display());
     Ok(())
 }
 

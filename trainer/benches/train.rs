@@ -1,6 +1,6 @@
 //! `make bench-train`: jepa-stream's CPU training step beside PyTorch's, case by case.
 //!
-//! For each case it times jepa-stream's own [`optimizer_step`] on real masks (inputs are
+//! For each case it times jepa-stream's own optimizer step (`jepa_trainer::timing`) on real masks (inputs are
 //! random pixels: speed does not depend on them), then, when a PyTorch reference is given,
 //! runs it on the same case, threads and batch size, and prints both and the ratio
 //! `jepa-stream img/s ÷ PyTorch img/s`:
@@ -23,17 +23,14 @@ use std::process::Command;
 use std::time::Instant;
 
 use burn::backend::{Autodiff, NdArray};
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
-use jepa_shared::rng::KeyedRng;
+use burn::tensor::backend::AutodiffBackend;
 use jepa_shared::{MaskConfig, MultiBlockMasks, RandomMasks};
-use jepa_trainer::batch::DeviceBatch;
 use jepa_trainer::ijepa::{IJepaMethod, IJepaSettings};
 use jepa_trainer::mae::{MaeMethod, MaeSettings};
 use jepa_trainer::method::{Method, MethodVisitor};
 use jepa_trainer::predictor::PredictorConfig;
 use jepa_trainer::registry::AnyMethod;
-use jepa_trainer::step::{StepOutcome, StepSettings, fresh, optimizer_step};
+use jepa_trainer::timing::{random_images, seconds_per_step};
 use jepa_trainer::vit::VitConfig;
 
 type Cpu = NdArray<f32>;
@@ -196,24 +193,7 @@ impl<B: AutodiffBackend> MethodVisitor<B> for SecondsPerStep<'_, B> {
     type Output = f64;
 
     fn visit<M: Method<B>>(self, method: &M) -> f64 {
-        let device = B::Device::default();
-        let mut parts = fresh::<B, M>(method, method.init(0, &device));
-        let settings = StepSettings { lr: 1e-4, weight_decay: 0.04, ema_momentum: Some(0.996), grad_clip: None };
-        let mut seconds = 0.0;
-        for step in 0..=self.steps {
-            let images = random_images::<B>(&self.case.encoder, self.case.batch, step as u64, &device);
-            let masks = method.masks().sample_batch(step as u64, 0, (step * self.case.batch) as u64, self.case.batch);
-            let batch = DeviceBatch::with_masks(images, &masks, &device);
-            let started = Instant::now();
-            parts = match optimizer_step(method, parts, &[batch], &settings) {
-                StepOutcome::Applied(parts, _) => *parts,
-                StepOutcome::NonFinite(loss) => panic!("loss {loss}"),
-            };
-            if step > 0 {
-                seconds += started.elapsed().as_secs_f64();
-            }
-        }
-        seconds / self.steps as f64
+        seconds_per_step(method, &self.case.encoder, self.case.batch, self.steps, &B::Device::default())
     }
 }
 
@@ -232,13 +212,6 @@ fn seconds_per_forward(case: &Case, repeats: usize) -> f64 {
         }
     }
     seconds / repeats as f64
-}
-
-fn random_images<B: Backend>(encoder: &VitConfig, batch: usize, seed: u64, device: &B::Device) -> Tensor<B, 4> {
-    let (channels, size) = (encoder.channels, encoder.image_size_px);
-    let mut rng = KeyedRng::new(&[seed]);
-    let pixels: Vec<f32> = (0..batch * channels * size * size).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
-    Tensor::from_data(TensorData::new(pixels, [batch, channels, size, size]), device)
 }
 
 /// Writing 5 to `clear_refs` resets the peak resident set (Linux).

@@ -30,17 +30,18 @@
 //! - [`portable`]: encoders in and out in PyTorch's layouts (timm safetensors, I-JEPA `.pth.tar`);
 //! - [`run`]: a trained run as evaluation opens it, and the encoders it evaluates;
 //! - [`training`]: the loop and its metrics table;
+//! - [`timing`]: a step's time on a backend, and a whole run's on this machine's CPU;
 //! - [`prometheus`]: the optional scrape endpoint for the same metrics;
-//! - [`device`]: the backend the binaries run on, and the CUDA driver check.
+//! - [`device`]: the backend the binaries run on (`--device`), and the checks before a GPU's first kernel.
 
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod ema;
-pub mod kernels;
 pub mod ijepa;
 pub mod ijepa_pixels;
+pub mod kernels;
 pub mod mae;
 pub mod method;
 pub mod optim;
@@ -54,6 +55,7 @@ pub mod run;
 pub mod run_folder;
 pub mod schedule;
 pub mod step;
+pub mod timing;
 pub mod training;
 pub mod vit;
 

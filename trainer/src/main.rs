@@ -1,7 +1,7 @@
 //! `train`: pre-trains an encoder from a run config, with the method it names.
 //!
 //! ```text
-//! train --config configs/demo-fashion.toml [--set key=value]…
+//! train --config configs/demo-fashion.toml [--set key=value]… [--device auto|cpu|wgpu|cuda[:N]]
 //! train --resume runs/demo-fashion [--set optim.max_steps=…]
 //! ```
 
@@ -9,11 +9,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use jepa_shared::metrics_table::StepRecorder;
 use jepa_trainer::Recipe;
-use jepa_trainer::device::Train;
-use jepa_trainer::training::{TrainOptions, train};
+use jepa_trainer::device::{DeviceError, DeviceRequest, OnDevice};
+use jepa_trainer::timing::duration;
+use jepa_trainer::training::{TrainError, TrainOptions, TrainReport, train};
 
 /// Tensors of a few hundred KiB are allocated and freed thousands of times a training step;
 /// mimalloc reuses them where the system allocator returns fresh pages from the kernel.
@@ -38,9 +40,27 @@ struct Cli {
     /// Also serve the metrics in Prometheus' text format on this address.
     #[arg(long, value_name = "ADDR")]
     prometheus: Option<SocketAddr>,
+    /// Where to train: `auto` (CUDA, else a wgpu GPU, else the CPU), `cpu`, `wgpu`, `cuda` or
+    /// `cuda:N`.
+    #[arg(long, default_value = "auto")]
+    device: DeviceRequest,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+/// Training, generic over the backend the device runs.
+struct Train {
+    recipe: Recipe,
+    options: TrainOptions,
+}
+
+impl OnDevice for Train {
+    type Output = Result<TrainReport, TrainError>;
+
+    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
+        train::<B>(self.recipe, &self.options, device)
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,7 +81,11 @@ fn main() -> anyhow::Result<()> {
     {
         bail!("{}: the run folder is not named after its config's name `{}`", run.display(), recipe.name());
     }
-    jepa_trainer::device::check("train").map_err(anyhow::Error::msg)?;
+    let choice = match jepa_trainer::device::choose(cli.device, "train") {
+        Ok(choice) => choice,
+        Err(error) => bail!(with_cpu_estimate(error, &recipe)),
+    };
+    eprintln!("device: {choice}");
     let recorder = StepRecorder::default();
     if let Some(address) = cli.prometheus {
         let bound = jepa_trainer::prometheus::serve(address, recorder.clone())
@@ -70,7 +94,7 @@ fn main() -> anyhow::Result<()> {
     }
     let options =
         TrainOptions { runs_root, resume: cli.resume.is_some(), progress: !cli.quiet, recorder: Some(recorder) };
-    let report = train::<Train>(recipe, &options, &Default::default())?;
+    let report = choice.run(Train { recipe, options })?;
     let last_loss = report.last_loss.map_or("none".into(), |loss| format!("{loss:.4}"));
     match report.images_per_second {
         Some(rate) => println!(
@@ -88,4 +112,27 @@ fn main() -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+/// A device that is not there, and what the run would take on this machine's CPU instead,
+/// measured now, so the choice to train anyway is an informed one.
+fn with_cpu_estimate(error: DeviceError, recipe: &Recipe) -> String {
+    let DeviceError::Unavailable { .. } = &error else {
+        return error.to_string();
+    };
+    eprintln!("{error}\ntiming one step of {} on this machine's CPU…", recipe.name());
+    let estimate = match jepa_trainer::timing::on_the_cpu(recipe) {
+        Ok(estimate) => estimate,
+        Err(problem) => return format!("{error} (no CPU estimate: {problem})"),
+    };
+    format!(
+        "{error} On this machine's CPU one optimizer step of this config ({} images) takes about {} (measured on \
+         {} images and scaled), so its {} steps would take about {}; to train anyway, pass --device cpu or \
+         --device wgpu (`make train DEVICE=cpu` or `DEVICE=wgpu`).",
+        estimate.images_per_step,
+        duration(estimate.seconds_per_step),
+        estimate.images_timed,
+        estimate.steps,
+        duration(estimate.run_seconds()),
+    )
 }

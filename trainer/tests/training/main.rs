@@ -196,6 +196,25 @@ fn the_run_folder_holds_config_metrics_checkpoints_and_a_log() {
 }
 
 #[test]
+fn the_cpu_estimate_counts_the_steps_training_runs_and_scales_its_timed_images() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(&dir.path().join("data"), 40, 3, 10, 2);
+    for overrides in [&["optim.accumulation=1"][..], &["optim.accumulation=2", "optim.max_steps=3"]] {
+        let estimate = jepa_trainer::timing::on_the_cpu(&config(dir.path(), overrides)).unwrap();
+        let name = format!("name=counted{}", overrides.len());
+        let mut with_name = overrides.to_vec();
+        with_name.push(&name);
+        let trained = train::<B>(config(dir.path(), &with_name), &options(dir.path(), false), &Default::default());
+        let trained = trained.unwrap();
+        assert_eq!(estimate.steps, trained.steps, "{overrides:?}");
+        let accumulation = if overrides[0].ends_with('2') { 2 } else { 1 };
+        assert_eq!((estimate.images_per_step, estimate.images_timed), (8 * accumulation, 2));
+        assert!(estimate.seconds_per_step > 0.0 && estimate.seconds_per_step.is_finite());
+        assert_eq!(estimate.run_seconds(), estimate.seconds_per_step * trained.steps as f64);
+    }
+}
+
+#[test]
 fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     write_dataset(&dir.path().join("data"), 40, 3, 10, 2);
