@@ -14,12 +14,23 @@ SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 BINARIES = -p jepa-ingest -p jepa-trainer -p jepa-probe --bins
 BUILD_CPU = $(CARGO) build --release --quiet $(BINARIES)
-BUILD_CUDA = $(CARGO) build --release --quiet $(BINARIES) --features jepa-trainer/cuda,jepa-probe/cuda
+# The GPU build carries both GPU backends (CUDA, and wgpu for Vulkan, Metal and DX12) beside
+# the CPU; `--device` (DEVICE here) chooses at run time.
+GPU_FEATURES = jepa-trainer/cuda,jepa-trainer/wgpu,jepa-probe/cuda,jepa-probe/wgpu
+BUILD_GPU = $(CARGO) build --release --quiet $(BINARIES) --features $(GPU_FEATURES)
 INGEST_RELEASE = $(BUILD_CPU) && $(TARGET_DIR)/release/ingest
 TRAIN_CPU = $(BUILD_CPU) && $(TARGET_DIR)/release/train
-TRAIN_CUDA = $(BUILD_CUDA) && $(TARGET_DIR)/release/train
+TRAIN_GPU = $(BUILD_GPU) && $(TARGET_DIR)/release/train
 PROBE_CPU = $(BUILD_CPU) && $(TARGET_DIR)/release/probe
-PROBE_CUDA = $(BUILD_CUDA) && $(TARGET_DIR)/release/probe
+PROBE_GPU = $(BUILD_GPU) && $(TARGET_DIR)/release/probe
+# Where `make train` and `make probe` run the STL-10 recipe: a CUDA GPU unless told otherwise
+# (`cpu`, `wgpu`, `auto`, `cuda:N`); without one, `train` says what the run would take on this
+# machine's CPU before doing anything. SET holds config overrides, `key=value` separated by spaces.
+DEVICE ?= cuda
+SET ?=
+SETS = $(foreach field,$(SET),--set $(field))
+# The tests build Burn with the wgpu backend in, so `make test-wgpu` reuses `make test`'s build.
+TEST_FEATURES = --features jepa-probe/wgpu
 RUNS ?= runs
 # `make bench-train`'s PyTorch side: the eager reference, in a venv of its own (torch is large).
 TORCH_REFERENCE ?= ../shared/bench/ref_ijepa_torch.py
@@ -31,22 +42,24 @@ INTEROP_PYTHON = $(INTEROP_VENV)/bin/python
 # The kit that builds and runs the CUDA binary on a lent GPU machine (`make bench-gpu`).
 GPU_KIT ?= ../shared/gpu
 
-.PHONY: help setup build ingest ingest-fashion masks train train-demo probe probe-demo demo compare sweep test test-rust test-python test-interop interop-venv check-cuda lint bench bench-ingest bench-loader bench-train bench-probe bench-gpu clean
+.PHONY: help setup build build-gpu ingest ingest-fashion masks train train-demo probe probe-demo demo compare sweep test test-rust test-wgpu test-python test-interop interop-venv check-gpu lint bench bench-ingest bench-loader bench-train bench-probe bench-gpu clean
 
 help:
 	@echo "make setup           Debian's Fashion-MNIST package and a Python venv with polars + pyarrow"
-	@echo "make build           the ingest, train and probe release binaries, in one cargo build"
+	@echo "make build           the ingest, train and probe release binaries (CPU), in one cargo build"
+	@echo "make build-gpu       the same with the CUDA and wgpu backends in (choose with --device)"
 	@echo "make ingest-fashion  Fashion-MNIST IDX -> $(DATASETS)/fashion-mnist (Parquet shards + manifest)"
 	@echo "make ingest          STL-10 -> $(DATASETS)/stl10 (downloads unless STL10_DIR=... is given)"
 	@echo "make masks           $(RUNS)/masks.png: a config's context and target blocks over real images, at its own grid"
 	@echo "make train-demo      I-JEPA on Fashion-MNIST on the CPU (configs/demo-fashion.toml) -> $(RUNS)/demo-fashion"
-	@echo "make train           the STL-10 ViT-B/16 recipe on a CUDA GPU (configs/stl10-vit-b16.toml)"
-	@echo "make probe           features, linear probe, kNN and report for the STL-10 run (CUDA for the features)"
+	@echo "make train           the STL-10 ViT-B/16 recipe on DEVICE (default cuda; SET=\"key=value ...\" overrides)"
+	@echo "make probe           features, linear probe, kNN and report for the STL-10 run (encoders on DEVICE)"
 	@echo "make probe-demo      features, linear probe, kNN and report for runs/demo-fashion (CPU)"
 	@echo "make demo            the whole path on Fashion-MNIST on the CPU: ingest, train, probe, results table"
 	@echo "make compare         I-JEPA, I-JEPA with pixel targets, MAE, a random encoder and raw pixels on Fashion-MNIST (CPU) -> $(RUNS)/compare-fashion"
 	@echo "make sweep           train and score every recipe of SWEEP_PLAN -> $(RUNS)/sweep/sweep.parquet (one row per run)"
 	@echo "make test            all Rust tests, then the Python polars/pyarrow check of real shards"
+	@echo "make test-wgpu       training, checkpoints and probe features on wgpu against the CPU (lavapipe where no GPU)"
 	@echo "make test-interop    probe export loaded by timm and an official I-JEPA checkpoint imported, checked in PyTorch"
 	@echo "make lint            rustfmt and clippy"
 	@echo "make bench-ingest    ingest throughput against a plain copy on the same disk"
@@ -54,16 +67,19 @@ help:
 	@echo "make bench-train     the CPU training step and feature extraction beside PyTorch eager's, as a ratio"
 	@echo "make bench-probe     frozen-encoder feature extraction images/s by batch size and threads"
 	@echo "make bench-gpu       build the CUDA binary for a GPU machine and say how to run it there"
-	@echo "make check-cuda      type-check the CUDA build (no GPU needed)"
+	@echo "make check-gpu       type-check the GPU build, CUDA and wgpu (no GPU needed)"
 
 setup:
 	$(SUDO) apt-get update -qq
-	$(SUDO) apt-get install -y -qq dataset-fashion-mnist fonts-dejavu-core python3-venv
+	$(SUDO) apt-get install -y -qq dataset-fashion-mnist fonts-dejavu-core python3-venv mesa-vulkan-drivers libvulkan1
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q polars pyarrow
 
 build:
 	$(BUILD_CPU)
+
+build-gpu:
+	$(BUILD_GPU)
 
 ingest:
 ifneq ($(strip $(STL10_DIR)),)
@@ -86,12 +102,12 @@ train-demo: ingest-fashion
 	else $(TRAIN_CPU) --config configs/demo-fashion.toml --runs $(RUNS); fi
 
 train:
-	if [ -d $(RUNS)/stl10-vit-b16/checkpoints ]; then $(TRAIN_CUDA) --resume $(RUNS)/stl10-vit-b16; \
-	else $(TRAIN_CUDA) --config configs/stl10-vit-b16.toml --runs $(RUNS); fi
+	if [ -d $(RUNS)/stl10-vit-b16/checkpoints ]; then $(TRAIN_GPU) --resume $(RUNS)/stl10-vit-b16 --device $(DEVICE) $(SETS); \
+	else $(TRAIN_GPU) --config configs/stl10-vit-b16.toml --runs $(RUNS) --device $(DEVICE) $(SETS); fi
 
 # Features for the pretrained and random-init encoders, linear probe, kNN, report.
 probe:
-	$(PROBE_CUDA) all --run $(RUNS)/stl10-vit-b16
+	$(PROBE_GPU) all --run $(RUNS)/stl10-vit-b16 --device $(DEVICE)
 
 probe-demo:
 	$(PROBE_CPU) all --run $(RUNS)/demo-fashion --require-pretrained-better
@@ -144,7 +160,13 @@ test: test-rust test-python
 # The probe's end-to-end test leaves its small run in target/interop for test-python.
 test-rust:
 	rm -rf target/interop
-	JEPA_INTEROP_DIR=$(CURDIR)/target/interop $(CARGO) test --workspace
+	JEPA_INTEROP_DIR=$(CURDIR)/target/interop $(CARGO) test --workspace $(TEST_FEATURES)
+
+# The GPU code path on Burn's wgpu backend, against the CPU: on a machine without a GPU, on
+# Mesa's lavapipe (`make setup` installs it). Kernels are compiled on first use and kept beside
+# the build, so a second run is quicker. XDG_RUNTIME_DIR only quiets a Vulkan warning.
+test-wgpu:
+	JEPA_KERNEL_CACHE=$(abspath $(TARGET_DIR))/kernel-cache XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-$$(mktemp -d)} $(CARGO) test --workspace $(TEST_FEATURES) --test wgpu -- --nocapture
 
 # Real shards must open in Python as they are: the probe's end-to-end test ingests all of
 # Fashion-MNIST into target/interop/probe-demo/fashion-mnist with the same code as `ingest`
@@ -166,16 +188,16 @@ interop-venv:
 	  $(INTEROP_PYTHON) -m pip install -q torch timm safetensors pyarrow
 
 test-interop: interop-venv
-	JEPA_INTEROP_PYTHON=$(abspath $(INTEROP_PYTHON)) $(CARGO) test --workspace --test demo small_demo -- --nocapture
+	JEPA_INTEROP_PYTHON=$(abspath $(INTEROP_PYTHON)) $(CARGO) test --workspace $(TEST_FEATURES) --test demo small_demo -- --nocapture
 
-# The GPU path must keep compiling even where no GPU is: both binaries in one resolution, so
+# The GPU build must keep compiling even where no GPU is: both binaries in one resolution, so
 # their dependencies are checked once.
-check-cuda:
-	$(CARGO) check -p jepa-trainer -p jepa-probe --features jepa-trainer/cuda,jepa-probe/cuda --bins
+check-gpu:
+	$(CARGO) check -p jepa-trainer -p jepa-probe --features $(GPU_FEATURES) --bins
 
 lint:
 	$(CARGO) fmt --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets $(TEST_FEATURES) --test wgpu -- -D warnings
 
 bench: bench-ingest bench-loader bench-train bench-probe
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use jepa_ingest::fashion_mnist::{FashionMnist, installed_dir};
+use jepa_ingest::source::{Source, SourceItem};
 use jepa_ingest::{IngestOptions, Progress, ingest};
 use jepa_shared::{Dataset, DatasetWriter, ShardLayout, SourceInfo};
 use polars::prelude::*;
@@ -86,4 +87,28 @@ pub fn real_slice(root: &Path) -> PathBuf {
     let slice = root.join("fashion-mnist-slice");
     write_slice(&full, &slice);
     slice
+}
+
+/// The first `train` and `test` images of real Fashion-MNIST, read straight from the IDX
+/// files into a dataset at `out` (ids kept), without ingesting the rest.
+pub fn first_images(out: &Path, train: u64, test: u64) -> PathBuf {
+    let source = FashionMnist::open(&fashion_dir()).unwrap();
+    let mut writer = DatasetWriter::create(out, ShardLayout::default()).unwrap();
+    for input in source.splits().unwrap() {
+        let keep = if input.name == "train" { train } else { test };
+        let mut split = writer.split(&input.name).unwrap();
+        for item in input.items.take(keep as usize) {
+            let SourceItem::Image(record) = item.unwrap() else { panic!("Fashion-MNIST skips no image") };
+            split.push(&record).unwrap();
+        }
+        split.finish(None, 0).unwrap();
+    }
+    let source_info = SourceInfo {
+        kind: "fashion-mnist".into(),
+        location: fashion_dir().display().to_string(),
+        sha256: "0".repeat(64),
+        options: BTreeMap::from([("first".into(), format!("train {train}, test {test}"))]),
+    };
+    writer.commit("fashion-mnist", source_info, source.class_names()).unwrap();
+    out.to_path_buf()
 }
