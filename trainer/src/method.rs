@@ -202,19 +202,17 @@ pub fn seeded<B: Backend, M: Module<B>, C: Module<Cpu>>(
     on_cpu: impl FnOnce(&burn::tensor::Device<Cpu>) -> C,
     on_device: impl FnOnce() -> M,
 ) -> M {
+    // The CPU backend keeps one process-wide RNG, and Burn initialises parameters lazily, at
+    // first use: seed, draw every parameter and load them into the device's model under one
+    // lock, so that no other thread's draws interleave with this one's.
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _lock = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let recorder = BinBytesRecorder::<FullPrecisionSettings>::new();
-    let bytes = {
-        // The CPU backend keeps one process-wide RNG and initialises parameters lazily, at
-        // first use: seed and draw every parameter now, under a lock, so runs in other
-        // threads cannot interleave their draws with this one's.
-        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _lock = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let cpu = Default::default();
-        Cpu::seed(&cpu, seed);
-        let model = on_cpu(&cpu);
-        model.visit(&mut Materialize);
-        Recorder::<Cpu>::record(&recorder, model.into_record(), ()).expect("a model's record serialises")
-    };
+    let cpu = Default::default();
+    Cpu::seed(&cpu, seed);
+    let model = on_cpu(&cpu);
+    model.visit(&mut Materialize);
+    let bytes = Recorder::<Cpu>::record(&recorder, model.into_record(), ()).expect("a model's record serialises");
     let record = Recorder::<B>::load(&recorder, bytes, device).expect("the CPU model has the device model's shape");
     on_device().load_record(record)
 }

@@ -397,6 +397,47 @@ fn resuming_a_finished_run_reports_it_and_trains_nothing() {
     assert_eq!(log(), log_before, "nothing was trained or written");
 }
 
+/// Burn's CPU backend draws every parameter from one process-wide RNG: threads that build
+/// seeded models at once (runs side by side, the probe's baselines) must still each get the
+/// model of their seed, parameter for parameter.
+#[test]
+fn a_seed_gives_one_model_when_threads_build_them_at_once() {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::tensor::Tensor;
+    use burn::tensor::backend::Backend;
+    use jepa_trainer::ijepa::IJepa;
+    use jepa_trainer::predictor::PredictorConfig;
+    use jepa_trainer::vit::VitConfig;
+
+    #[derive(Default)]
+    struct Values(Vec<f32>);
+    impl<Any: Backend> ModuleVisitor<Any> for Values {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Any, D>>) {
+            self.0.extend(param.val().into_data().convert::<f32>().into_vec::<f32>().unwrap());
+        }
+    }
+    let encoder = VitConfig::preset("nano", 16, 4, 1).unwrap();
+    let predictor = PredictorConfig { dim: 16, depth: 1, heads: 2 };
+    let build = |seed| {
+        let mut values = Values::default();
+        IJepa::<B>::seeded(&encoder, &predictor, seed, &Default::default()).visit(&mut values);
+        values.0
+    };
+    let alone = [build(0), build(1)];
+    assert_ne!(alone[0], alone[1], "two seeds, two models");
+    let together: Vec<(usize, Vec<f32>)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..6)
+            .map(|thread| {
+                scope.spawn(move || (0..4).map(|_| (thread % 2, build(thread as u64 % 2))).collect::<Vec<_>>())
+            })
+            .collect();
+        threads.into_iter().flat_map(|thread| thread.join().unwrap()).collect()
+    });
+    for (seed, values) in together {
+        assert!(values == alone[seed], "a model of seed {seed} built beside others differs from the one built alone");
+    }
+}
+
 /// Here rather than among the library's unit tests: those build unseeded models on other
 /// threads, whose draws from Burn's one process-wide RNG would interleave with these.
 #[test]
