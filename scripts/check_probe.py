@@ -93,6 +93,8 @@ def check_figures(run: Path) -> None:
         fail(f"retrieval.parquet predictors are {retrieval['predictor'].to_list()}")
     if not (retrieval["top1"] <= retrieval["top5"]).all() or not retrieval["top5"].is_between(0, 1).all():
         fail(f"retrieval scores out of order or range:\n{retrieval}")
+    if not (retrieval["mean_rank"] >= 0).all() or not (retrieval["mean_rank"] < retrieval["candidates"]).all():
+        fail(f"retrieval mean ranks out of range:\n{retrieval}")
     print(retrieval)
 
 

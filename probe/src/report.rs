@@ -293,6 +293,7 @@ fn page(run: &Run, rows: &[SummaryRow], per_class: &DataFrame, metrics: Option<&
                 ("predictor", Align::Left),
                 ("top-1", Align::Right),
                 ("top-5", Align::Right),
+                ("mean rank", Align::Right),
                 ("predicted patches", Align::Right),
                 ("candidates", Align::Right),
             ],
@@ -303,6 +304,7 @@ fn page(run: &Run, rows: &[SummaryRow], per_class: &DataFrame, metrics: Option<&
                         score.predictor.clone(),
                         format!("{:.2}%", 100.0 * score.top1),
                         format!("{:.2}%", 100.0 * score.top5),
+                        format!("{:.0}", score.mean_rank),
                         score.predictions.to_string(),
                         score.candidates.to_string(),
                     ]
@@ -312,7 +314,7 @@ fn page(run: &Run, rows: &[SummaryRow], per_class: &DataFrame, metrics: Option<&
         page.paragraph(format!(
             "For every predicted target patch of {} held-out test images, whether the target encoder's feature of \
              the true patch is the cosine-nearest (top-1) or among the five nearest (top-5) of all {} patches of \
-             those images. `random` is the run's step-0 context encoder and predictor against the same trained \
+             those images, and its mean rank among them (0: the nearest). `random` is the run's step-0 context encoder and predictor against the same trained \
              target encoder; chance is {:.3}% top-1.",
             retrieval[0].images,
             retrieval[0].candidates,

@@ -122,6 +122,9 @@ pub struct RetrievalScore {
     pub predictor: String,
     pub top1: f64,
     pub top5: f64,
+    /// The true patch's mean rank among the candidates (0 where it is the nearest): it moves
+    /// with every prediction, where top-1 and top-5 count only the nearest few.
+    pub mean_rank: f64,
     /// Predicted patches scored.
     pub predictions: usize,
     /// Patches each is ranked among.
@@ -209,6 +212,7 @@ fn write_scores(path: &Path, scores: &[RetrievalScore]) -> Result<()> {
         "predictor" => scores.iter().map(|score| score.predictor.clone()).collect::<Vec<_>>(),
         "top1" => scores.iter().map(|score| score.top1).collect::<Vec<_>>(),
         "top5" => scores.iter().map(|score| score.top5).collect::<Vec<_>>(),
+        "mean_rank" => scores.iter().map(|score| score.mean_rank).collect::<Vec<_>>(),
         "predictions" => scores.iter().map(|score| score.predictions as i64).collect::<Vec<_>>(),
         "candidates" => scores.iter().map(|score| score.candidates as i64).collect::<Vec<_>>(),
         "images" => scores.iter().map(|score| score.images as i64).collect::<Vec<_>>(),
@@ -232,6 +236,8 @@ pub fn read_scores(run: &Run) -> Result<Vec<RetrievalScore>> {
     };
     let (top1, top5, predictions, candidates, images) =
         (column("top1")?, column("top5")?, column("predictions")?, column("candidates")?, column("images")?);
+    // Files written before the mean rank was kept have no such column.
+    let mean_rank = column("mean_rank").ok();
     let predictor = frame
         .column("predictor")
         .and_then(|column| column.str().cloned())
@@ -242,6 +248,7 @@ pub fn read_scores(run: &Run) -> Result<Vec<RetrievalScore>> {
             predictor: predictor.get(row).unwrap_or_default().to_string(),
             top1: value(&top1, row),
             top5: value(&top5, row),
+            mean_rank: mean_rank.as_ref().map_or(f64::NAN, |column| value(column, row)),
             predictions: value(&predictions, row) as usize,
             candidates: value(&candidates, row) as usize,
             images: value(&images, row) as usize,
@@ -289,7 +296,7 @@ impl<B: AutodiffBackend> MethodVisitor<B> for Retrieve<'_, B> {
 
         let mut scores = Vec::new();
         for (name, model) in [("trained", &trained), ("random", &random)] {
-            let (mut top1, mut top5, mut predictions) = (0usize, 0usize, 0usize);
+            let (mut top1, mut top5, mut predictions, mut rank_sum) = (0usize, 0usize, 0usize, 0usize);
             for (rows, images) in &chunks {
                 let masks = sampler.sample_batch(seed, SCORE_EPOCH, rows[0] as u64, rows.len());
                 let blocks =
@@ -305,6 +312,7 @@ impl<B: AutodiffBackend> MethodVisitor<B> for Retrieve<'_, B> {
                     let ranks = ranks(predicted, &gallery, &truth);
                     top1 += ranks.iter().filter(|&&rank| rank == 0).count();
                     top5 += ranks.iter().filter(|&&rank| rank < 5).count();
+                    rank_sum += ranks.iter().sum::<usize>();
                     predictions += ranks.len();
                 }
             }
@@ -313,6 +321,7 @@ impl<B: AutodiffBackend> MethodVisitor<B> for Retrieve<'_, B> {
                 predictor: name.into(),
                 top1: share(top1),
                 top5: share(top5),
+                mean_rank: share(rank_sum),
                 predictions,
                 candidates: gallery.len(),
                 images: self.gallery.len(),
