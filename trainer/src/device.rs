@@ -306,21 +306,23 @@ impl CudaNeeds {
     }
 }
 
-/// `Ok` when the CUDA driver and NVRTC load and the CUDA headers are where cubecl will look;
-/// otherwise one sentence for each missing piece, saying what to install.
+/// `Ok` when the CUDA driver and NVRTC load and the CUDA headers are where cubecl will look.
+/// Without the driver, one clause saying so (the machine has no NVIDIA GPU to use, and the
+/// rest does not matter); with it, one sentence for each other missing piece, saying what to
+/// install.
 pub fn cuda_runtime(needs: &CudaNeeds) -> Result<(), String> {
-    let mut missing = Vec::new();
     if let Err(error) = check_driver(&needs.driver) {
-        missing.push(format!(
-            "the CUDA driver library {} could not be loaded ({error}): install the NVIDIA driver, or add its folder \
-             to LD_LIBRARY_PATH.",
+        return Err(format!(
+            "no NVIDIA driver here ({} does not load: {error}); install the NVIDIA driver, or add its folder to \
+             LD_LIBRARY_PATH",
             needs.driver
         ));
     }
+    let mut missing = Vec::new();
     if !needs.nvrtc.iter().any(|name| check_driver(name).is_ok()) {
         let tried = needs.nvrtc.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
         missing.push(format!(
-            "NVRTC, which compiles every kernel, could not be loaded (tried {tried} and {} other names): install the \
+            "NVRTC, which compiles every kernel, does not load (tried {tried} and {} other names): install the \
              CUDA toolkit's NVRTC (cuda-nvrtc, no newer than the driver), and add its lib64 folder to LD_LIBRARY_PATH.",
             needs.nvrtc.len().saturating_sub(3)
         ));
@@ -329,12 +331,12 @@ pub fn cuda_runtime(needs: &CudaNeeds) -> Result<(), String> {
     match header {
         Some(header) if header.is_file() => {}
         Some(header) => missing.push(format!(
-            "the CUDA headers kernels are compiled against are not there ({} is missing): install the CUDA toolkit's \
-             headers (cuda-cudart-dev), and set CUDA_PATH to the toolkit's folder.",
+            "The CUDA headers kernels are compiled against are not there ({} is missing): install the CUDA \
+             toolkit's headers (cuda-cudart-dev), and set CUDA_PATH to the toolkit's folder.",
             header.display()
         )),
         None => missing.push(
-            "the CUDA toolkit's headers were not found (CUDA_PATH is unset and neither /usr/local/cuda nor \
+            "The CUDA toolkit's headers were not found (CUDA_PATH is unset and neither /usr/local/cuda nor \
              /opt/cuda exists): install the CUDA toolkit's headers (cuda-cudart-dev), and set CUDA_PATH to its \
              folder."
                 .into(),
@@ -455,15 +457,25 @@ mod tests {
     }
 
     #[test]
-    fn each_missing_cuda_piece_is_one_sentence_naming_it_and_what_to_install() {
+    fn without_the_driver_only_the_driver_is_named() {
         let folder = tempfile::tempdir().unwrap();
         let message = cuda_runtime(&needs(folder.path())).unwrap_err();
+        assert!(message.starts_with("no NVIDIA driver here (libjepa-no-such-driver.so.1 does not load"), "{message}");
+        assert!(message.contains("install the NVIDIA driver") && !message.contains("NVRTC"), "{message}");
+        assert!(!message.contains(". "), "one clause, for a sentence to go on: {message}");
+    }
+
+    #[test]
+    fn with_the_driver_each_missing_piece_is_one_sentence_naming_it_and_what_to_install() {
+        let folder = tempfile::tempdir().unwrap();
+        // The C library stands in for a driver the loader finds through its cache.
+        let with_driver = CudaNeeds { driver: "libc.so.6".into(), ..needs(folder.path()) };
+        let message = cuda_runtime(&with_driver).unwrap_err();
         let sentences: Vec<&str> = message.split_inclusive(". ").collect();
-        assert_eq!(sentences.len(), 3, "{message}");
-        assert!(sentences[0].contains("libjepa-no-such-driver.so.1") && sentences[0].contains("NVIDIA driver"));
-        assert!(sentences[1].contains("NVRTC") && sentences[1].contains("libjepa-no-nvrtc.so.13"));
-        assert!(sentences[2].contains("cuda_runtime.h") && sentences[2].contains("CUDA_PATH"));
-        assert!(sentences[2].contains(&folder.path().display().to_string()));
+        assert_eq!(sentences.len(), 2, "{message}");
+        assert!(sentences[0].starts_with("NVRTC") && sentences[0].contains("libjepa-no-nvrtc.so.13"));
+        assert!(sentences[1].starts_with("The CUDA headers") && sentences[1].contains("CUDA_PATH"));
+        assert!(sentences[1].contains(&folder.path().display().to_string()) && message.ends_with('.'));
     }
 
     #[test]
@@ -479,6 +491,6 @@ mod tests {
         cuda_runtime(&present).unwrap();
         present.nvrtc.pop();
         let message = cuda_runtime(&present).unwrap_err();
-        assert!(message.starts_with("NVRTC") && !message.contains("driver library"), "{message}");
+        assert!(message.starts_with("NVRTC") && !message.contains("headers"), "{message}");
     }
 }

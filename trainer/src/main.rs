@@ -120,18 +120,21 @@ fn with_cpu_estimate(error: DeviceError, recipe: &Recipe) -> String {
     let DeviceError::Unavailable { .. } = &error else {
         return error.to_string();
     };
-    eprintln!("{error}\ntiming one step of {} on this machine's CPU…", recipe.name());
+    eprintln!("the device is not usable here; timing a step of {} on this machine's CPU…", recipe.name());
     let estimate = match jepa_trainer::timing::on_the_cpu(recipe) {
         Ok(estimate) => estimate,
-        Err(problem) => return format!("{error} (no CPU estimate: {problem})"),
+        Err(problem) => return format!("{error} (and no CPU estimate: {problem})"),
     };
+    let [small, large] = estimate.images_timed;
+    // The problem is one clause (no driver) or whole sentences (what a first kernel lacks).
+    let error = error.to_string();
+    let (joint, on) = if error.ends_with('.') { (" ", "On") } else { ("; ", "on") };
     format!(
-        "{error} On this machine's CPU one optimizer step of this config ({} images) takes about {} (measured on \
-         {} images and scaled), so its {} steps would take about {}; to train anyway, pass --device cpu or \
-         --device wgpu (`make train DEVICE=cpu` or `DEVICE=wgpu`).",
+        "{error}{joint}{on} this machine's CPU one optimizer step of this config ({} images) takes about {} (steps \
+         of {small} and {large} images timed), so its {} steps would take about {} there; to train anyway, pass \
+         --device cpu or --device wgpu (`make train DEVICE=cpu` or `DEVICE=wgpu`).",
         estimate.images_per_step,
         duration(estimate.seconds_per_step),
-        estimate.images_timed,
         estimate.steps,
         duration(estimate.run_seconds()),
     )

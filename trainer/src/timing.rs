@@ -58,13 +58,13 @@ pub fn random_images<B: Backend>(encoder: &VitConfig, batch: usize, seed: u64, d
 /// What a run would take on this machine's CPU.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CpuEstimate {
-    /// One optimizer step of the recipe (`batch_size × accumulation` images), scaled from
-    /// the images timed.
+    /// One optimizer step of the recipe (`batch_size × accumulation` images), from the
+    /// micro-batches that were timed.
     pub seconds_per_step: f64,
     /// Images in one optimizer step.
     pub images_per_step: usize,
-    /// Images in the micro-batch that was timed.
-    pub images_timed: usize,
+    /// The sizes of the two micro-batches that were timed.
+    pub images_timed: [usize; 2],
     /// The optimizer steps of the whole run.
     pub steps: u64,
 }
@@ -75,14 +75,14 @@ impl CpuEstimate {
     }
 }
 
-/// Images timed per step for the estimate: enough to amortise the fixed cost of a step,
-/// few enough that a ViT-B/16 step takes seconds on two cores.
-const IMAGES_TIMED: usize = 2;
+/// Micro-batch sizes timed for the estimate: two, so that a step's fixed cost is told apart
+/// from its cost per image; small enough that a ViT-B/16 step takes seconds on two cores.
+const IMAGES_TIMED: [usize; 2] = [4, 8];
 
-/// Times one optimizer step of `recipe`'s method on the CPU on a micro-batch of a couple of
-/// images, and scales it to the recipe's step and to its whole run (steps counted from the
-/// dataset, as training counts them). Per-image cost is close to linear in the batch at
-/// these sizes, so the scaled figure is an estimate, not a measurement of the full batch.
+/// Times optimizer steps of `recipe`'s method on the CPU at two small micro-batch sizes,
+/// fits the time as a fixed cost plus a cost per image, and scales it to the recipe's step
+/// (`accumulation` micro-batches of `batch_size`) and to its whole run (steps counted from
+/// the dataset, as training counts them). An estimate, not a measurement of the full batch.
 pub fn on_the_cpu(recipe: &Recipe) -> Result<CpuEstimate, TrainError> {
     let dataset = Dataset::open(recipe.dataset())?;
     let method = recipe.method();
@@ -92,17 +92,25 @@ pub fn on_the_cpu(recipe: &Recipe) -> Result<CpuEstimate, TrainError> {
         loader.batches_per_epoch()
     };
     let steps = recipe.last_step(&recipe.schedule(batches_per_epoch));
-    let settings = &recipe.config().loader;
-    let images_per_step = settings.batch_size * recipe.config().optim.accumulation as usize;
-    let images_timed = IMAGES_TIMED.min(settings.batch_size);
-    let seconds = method.visit(TimeOneStep::<Autodiff<Cpu>> {
-        encoder: recipe.encoder(),
-        batch: images_timed,
-        device: Default::default(),
+    let batch = recipe.config().loader.batch_size;
+    let accumulation = recipe.config().optim.accumulation as usize;
+    let images_timed = IMAGES_TIMED.map(|images| images.min(batch));
+    let [small, large] = images_timed.map(|images| {
+        let timer =
+            TimeOneStep::<Autodiff<Cpu>> { encoder: recipe.encoder(), batch: images, device: Default::default() };
+        method.visit(timer)
     });
+    let per_image = (large - small) / (images_timed[1] - images_timed[0]).max(1) as f64;
+    let micro_batch = if per_image > 0.0 {
+        small + per_image * (batch - images_timed[0]) as f64
+    } else {
+        // Equal sizes (a batch this small is timed whole), or timing noise larger than the
+        // difference: scale the larger timing in proportion.
+        large * batch as f64 / images_timed[1] as f64
+    };
     Ok(CpuEstimate {
-        seconds_per_step: seconds * images_per_step as f64 / images_timed as f64,
-        images_per_step,
+        seconds_per_step: micro_batch * accumulation as f64,
+        images_per_step: batch * accumulation,
         images_timed,
         steps,
     })
@@ -122,9 +130,11 @@ impl<B: AutodiffBackend> MethodVisitor<B> for TimeOneStep<'_, B> {
     }
 }
 
-/// `seconds` as a person reads a duration: "40 s", "7.5 min", "3.2 h", "63 days".
+/// `seconds` as a person reads a duration: "0.17 s", "40 s", "7.5 min", "3.2 h", "63 days".
 pub fn duration(seconds: f64) -> String {
     match seconds {
+        s if s < 1.0 => format!("{s:.2} s"),
+        s if s < 10.0 => format!("{s:.1} s"),
         s if s < 90.0 => format!("{s:.0} s"),
         s if s < 90.0 * 60.0 => format!("{:.1} min", s / 60.0),
         s if s < 48.0 * 3600.0 => format!("{:.1} h", s / 3600.0),
@@ -138,6 +148,8 @@ mod tests {
 
     #[test]
     fn durations_read_in_the_unit_that_fits() {
+        assert_eq!(duration(0.1712), "0.17 s");
+        assert_eq!(duration(3.84), "3.8 s");
         assert_eq!(duration(40.4), "40 s");
         assert_eq!(duration(450.0), "7.5 min");
         assert_eq!(duration(3.2 * 3600.0), "3.2 h");
