@@ -124,6 +124,9 @@ pub struct OptimConfig {
     pub lr_final: f64,
     #[serde(default = "default_weight_decay")]
     pub weight_decay: [f64; 2],
+    /// How the weight decay goes from its first to its last value.
+    #[serde(default)]
+    pub weight_decay_schedule: Ramp,
     /// Micro-batches per optimizer step.
     #[serde(default = "one")]
     pub accumulation: u64,
@@ -136,6 +139,17 @@ pub struct OptimConfig {
 
 fn default_weight_decay() -> [f64; 2] {
     [0.04, 0.4]
+}
+
+/// The shape of a schedule between two values over the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ramp {
+    /// Half a cosine: slow at both ends (the official I-JEPA code's weight decay).
+    #[default]
+    Cosine,
+    /// A straight line (the seed's weight decay).
+    Linear,
 }
 
 fn one() -> u64 {

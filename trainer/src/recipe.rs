@@ -174,6 +174,7 @@ impl Recipe {
             warmup_steps: (optim.warmup_epochs * steps_per_epoch as f64).round() as u64,
             total_steps: optim.epochs * steps_per_epoch,
             weight_decay: optim.weight_decay,
+            weight_decay_ramp: optim.weight_decay_schedule,
             ema_momentum: self.method.info().teacher_momentum(),
         }
     }

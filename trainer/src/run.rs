@@ -140,6 +140,7 @@ impl Run {
                 lr_peak: 0.0,
                 lr_final: 0.0,
                 weight_decay: [0.0, 0.0],
+                weight_decay_schedule: Default::default(),
                 accumulation: 1,
                 grad_clip: None,
                 max_steps: None,

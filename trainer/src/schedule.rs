@@ -1,6 +1,7 @@
 //! I-JEPA's three schedules as pure functions of the **optimizer** step: learning rate
-//! (linear warmup, then cosine to a floor), weight decay (cosine from 0.04 up to 0.4) and
-//! the EMA momentum of the target encoder (linear from 0.996 to 1.0).
+//! (linear warmup, then cosine to a floor), weight decay (from 0.04 up to 0.4, along a
+//! cosine as the official code does or a straight line as the seed does) and the EMA
+//! momentum of the target encoder (linear from 0.996 to 1.0).
 //!
 //! The official code keeps them as objects stepped once per optimizer step, which a resumed
 //! run must replay; a function of the step makes resume exact and the schedule testable
@@ -11,6 +12,8 @@
 use std::f64::consts::PI;
 
 use serde::{Deserialize, Serialize};
+
+use crate::config::Ramp;
 
 /// Schedule endpoints. Step counts are optimizer steps; the run config derives them from
 /// epochs and the loader's batches per epoch.
@@ -23,6 +26,9 @@ pub struct Schedule {
     pub total_steps: u64,
     /// Weight decay at step 0 and at the last step.
     pub weight_decay: [f64; 2],
+    /// How the weight decay goes between them.
+    #[serde(default)]
+    pub weight_decay_ramp: Ramp,
     /// EMA momentum at step 0 and at the last step, for a method with an EMA teacher.
     pub ema_momentum: Option<[f64; 2]>,
 }
@@ -37,11 +43,15 @@ impl Schedule {
         self.lr_final + (self.lr_peak - self.lr_final) * 0.5 * (1.0 + (PI * progress).cos())
     }
 
-    /// Cosine from `weight_decay[0]` to `weight_decay[1]` over the whole run (it rises).
+    /// From `weight_decay[0]` to `weight_decay[1]` over the whole run (it rises), along a
+    /// cosine or a straight line.
     pub fn weight_decay_at(&self, step: u64) -> f64 {
         let [first, last] = self.weight_decay;
         let progress = self.progress(step, self.total_steps);
-        last + (first - last) * 0.5 * (1.0 + (PI * progress).cos())
+        match self.weight_decay_ramp {
+            Ramp::Cosine => last + (first - last) * 0.5 * (1.0 + (PI * progress).cos()),
+            Ramp::Linear => first + (last - first) * progress,
+        }
     }
 
     /// Linear from `ema_momentum[0]` to `ema_momentum[1]` over the whole run; `None`
@@ -69,6 +79,7 @@ mod tests {
             warmup_steps: 100,
             total_steps: 1_100,
             weight_decay: [0.04, 0.4],
+            weight_decay_ramp: Ramp::Cosine,
             ema_momentum: Some([0.996, 1.0]),
         }
     }
@@ -97,6 +108,16 @@ mod tests {
         close(schedule.weight_decay_at(550), 0.22);
         close(schedule.weight_decay_at(275), 0.4 + (0.04 - 0.4) * (1.0 + (PI / 4.0).cos()) / 2.0);
         close(schedule.weight_decay_at(1_100), 0.4);
+    }
+
+    #[test]
+    fn a_linear_weight_decay_rises_in_a_straight_line() {
+        let schedule = Schedule { weight_decay_ramp: Ramp::Linear, ..paper() };
+        close(schedule.weight_decay_at(0), 0.04);
+        close(schedule.weight_decay_at(275), 0.04 + 0.36 / 4.0);
+        close(schedule.weight_decay_at(550), 0.22);
+        close(schedule.weight_decay_at(1_100), 0.4);
+        close(schedule.weight_decay_at(3_000), 0.4);
     }
 
     #[test]
