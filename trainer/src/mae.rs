@@ -3,11 +3,13 @@
 //! ([`Predictor`] with pixels as its output) fills in the masked ones, and the loss compares
 //! pixels. There is no teacher; the probe evaluates the trained encoder.
 //!
-//! Two losses ([`MaeLoss`]):
+//! Three losses ([`MaeLoss`]):
 //! - `norm_pix` (the default, the paper's best): mean squared error on the **masked**
 //!   patches only, each target patch normalised by its own mean and (unbiased) variance;
-//! - `l1_all`: mean absolute error over **every** patch against the unnormalised pixels, a
-//!   weaker variant kept for comparison with runs that used it.
+//! - `l1`: mean absolute error on the masked patches against their pixels as the encoder
+//!   sees them (normalised per channel, not per patch): the seed's "pixel values (L1)";
+//! - `l1_all`: the same over **every** patch, a weaker variant kept for comparison with
+//!   runs that used it.
 
 use std::sync::Arc;
 
@@ -33,6 +35,8 @@ pub enum MaeLoss {
     /// MSE on masked patches against per-patch normalised pixels (`norm_pix_loss`).
     #[default]
     NormPix,
+    /// L1 on the masked patches against the pixels as they are.
+    L1,
     /// L1 over all patches against the pixels as they are.
     L1All,
 }
@@ -41,6 +45,7 @@ impl MaeLoss {
     pub fn as_str(self) -> &'static str {
         match self {
             MaeLoss::NormPix => "norm_pix",
+            MaeLoss::L1 => "l1",
             MaeLoss::L1All => "l1_all",
         }
     }
@@ -120,8 +125,8 @@ impl<B: AutodiffBackend> Mae<B> {
 /// The MAE loss from predictions and the true patches of the whole image (`[batch,
 /// patches, values]`).
 ///
-/// - `norm_pix`: `predicted` is `[batch, masked, values]` at `masked_idx`; the visible
-///   patches' targets are never read.
+/// - `norm_pix`, `l1`: `predicted` is `[batch, masked, values]` at `masked_idx`; the
+///   visible patches' targets are never read.
 /// - `l1_all`: `predicted` is `[batch, visible + masked, values]`, visible first.
 pub fn pixel_loss<B: Backend>(
     predicted: Tensor<B, 3>,
@@ -135,6 +140,7 @@ pub fn pixel_loss<B: Backend>(
             let targets = norm_pix(gather_tokens(targets, masked_idx));
             (predicted - targets).powi_scalar(2).mean()
         }
+        MaeLoss::L1 => (predicted - gather_tokens(targets, masked_idx)).abs().mean(),
         MaeLoss::L1All => {
             let order = Tensor::cat(vec![visible_idx, masked_idx], 1);
             (predicted - gather_tokens(targets, order)).abs().mean()
@@ -225,7 +231,7 @@ impl<B: AutodiffBackend> Method<B> for MaeMethod {
                 let truth = gather_tokens(patchify(batch.images.clone(), self.encoder.patch_size_px), masked_idx);
                 undo_norm_pix(predicted, truth)
             }
-            MaeLoss::L1All => predicted,
+            MaeLoss::L1 | MaeLoss::L1All => predicted,
         }])
     }
 }
@@ -281,17 +287,36 @@ mod tests {
         let norm_pix = |changed| -> f32 {
             pixel_loss(masked_prediction(), targets(changed), visible(), masked(), MaeLoss::NormPix).into_scalar()
         };
+        let l1 = |changed| -> f32 {
+            pixel_loss(masked_prediction(), targets(changed), visible(), masked(), MaeLoss::L1).into_scalar()
+        };
         let l1_all = |changed| -> f32 {
             pixel_loss(all_prediction(), targets(changed), visible(), masked(), MaeLoss::L1All).into_scalar()
         };
         // Image 0's patch 2 and image 1's patch 1 (row 5 of the flattened [8, 3]) are visible.
         for visible_patch in [2, 5] {
             assert_eq!(norm_pix(Some(visible_patch)), norm_pix(None));
+            assert_eq!(l1(Some(visible_patch)), l1(None));
             assert_ne!(l1_all(Some(visible_patch)), l1_all(None), "l1_all reads every patch");
         }
         // A masked patch's target does count.
         for masked_patch in [1, 4] {
             assert_ne!(norm_pix(Some(masked_patch)), norm_pix(None));
+            assert_ne!(l1(Some(masked_patch)), l1(None));
         }
+    }
+
+    #[test]
+    fn the_l1_loss_is_the_mean_absolute_error_of_the_masked_patches() {
+        // Image 0 (two 2-value patches): patch 1 masked, true [1, -3]; predicted [0, 0].
+        let loss: f32 = pixel_loss(
+            tensor(vec![0.0, 0.0], [1, 1, 2]),
+            tensor(vec![5.0, 5.0, 1.0, -3.0], [1, 2, 2]),
+            index(vec![0], [1, 1]),
+            index(vec![1], [1, 1]),
+            MaeLoss::L1,
+        )
+        .into_scalar();
+        assert_eq!(loss, 2.0);
     }
 }

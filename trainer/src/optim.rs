@@ -14,6 +14,11 @@ use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
 
+/// Adam's β₁ and β₂: the seed's (the official code leaves PyTorch's β₂ = 0.999).
+pub const BETAS: (f64, f64) = (0.9, 0.95);
+/// Adam's ε, PyTorch's (Burn's default is 1e-5).
+pub const EPSILON: f64 = 1e-8;
+
 pub struct AdamW<M: AutodiffModule<B>, B: AutodiffBackend> {
     adam: OptimizerAdaptor<Adam, M, B>,
 }
@@ -23,8 +28,9 @@ pub type AdamWRecord<M, B> = <OptimizerAdaptor<Adam, M, B> as Optimizer<M, B>>::
 
 impl<M: AutodiffModule<B>, B: AutodiffBackend> Default for AdamW<M, B> {
     fn default() -> Self {
-        // Burn's Adam defaults ε to 1e-5; PyTorch (and the paper's runs) use 1e-8.
-        Self { adam: AdamConfig::new().with_beta_1(0.9).with_beta_2(0.95).with_epsilon(1e-8).init() }
+        let (beta_1, beta_2) = BETAS;
+        let config = AdamConfig::new().with_beta_1(beta_1 as f32).with_beta_2(beta_2 as f32);
+        Self { adam: config.with_epsilon(EPSILON as f32).init() }
     }
 }
 
