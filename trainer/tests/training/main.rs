@@ -4,6 +4,7 @@
 //! is compiled once for both.
 
 mod objective;
+mod seed;
 
 use std::path::Path;
 
