@@ -26,8 +26,8 @@ use polars::prelude::*;
 
 use crate::error::{ProbeError, Result};
 use crate::evaluate::{
-    EvaluateOptions, FINETUNE, FinetuneOptions, KNN, LINEAR, count_rows, evaluate_encoder, run_finetune, scan,
-    write_parquet,
+    EvaluateOptions, FINETUNE, FinetuneOptions, FinetuneRecipe, KNN, LINEAR, count_rows, evaluate_encoder,
+    run_finetune, scan, write_parquet,
 };
 use crate::finetune::FinetuneSettings;
 use crate::plots;
@@ -115,7 +115,13 @@ pub fn compare<B: AutodiffBackend>(
             threads: options.evaluate.features.threads,
             progress: options.evaluate.features.progress,
         };
-        run_finetune::<B>(run, encoder_kind, &options.finetune, &finetune_options, device)?;
+        run_finetune::<B>(
+            run,
+            encoder_kind,
+            &FinetuneRecipe::Ours(options.finetune.clone()),
+            &finetune_options,
+            device,
+        )?;
         if options.evaluate.features.progress {
             let root = run.folder.root().display();
             eprintln!("{root}: fine-tune ({encoder_kind}): {:.1} s", started.elapsed().as_secs_f64());

@@ -17,11 +17,14 @@ use crate::heldout::{Classifier, HeldOut, Predictions, TaskLabel, predictions_fr
 use crate::knn::{self, KnnSelection, KnnSettings};
 use crate::linear::{self, LinearSettings, Selection};
 use crate::protocol::{self, TEST_SPLIT, TRAIN_SPLIT, Task};
+use crate::seed::SeedSettings;
 
 /// Which frozen-feature probe, with its settings.
 #[derive(Debug, Clone)]
 pub enum Probe {
     Linear(LinearSettings),
+    /// The seed's published linear probe: fixed settings, nothing chosen.
+    SeedLinear(SeedSettings),
     Knn(KnnSettings),
 }
 
@@ -29,15 +32,24 @@ impl Probe {
     pub fn name(&self) -> &'static str {
         match self {
             Probe::Linear(_) => LINEAR,
+            Probe::SeedLinear(_) => SEED_LINEAR,
             Probe::Knn(_) => KNN,
         }
+    }
+
+    /// Whether it fits protocols with folds unless they are named: the seed's recipes train
+    /// on the whole labelled train split, as the seed did.
+    fn takes_folds(&self) -> bool {
+        !matches!(self, Probe::SeedLinear(_))
     }
 }
 
 /// The names the probes' files and rows go by.
 pub const LINEAR: &str = "linear";
+pub const SEED_LINEAR: &str = "linear-seed";
 pub const KNN: &str = "knn";
 pub const FINETUNE: &str = "finetune";
+pub const SEED_FINETUNE: &str = "finetune-seed";
 
 /// What one probe produced for one encoder.
 #[derive(Debug, Clone)]
@@ -54,12 +66,15 @@ pub fn manifest(run: &Run) -> Result<Manifest> {
     Manifest::read(root)?.ok_or_else(|| ProbeError::bad(root, "has no manifest.json: ingest the dataset first"))
 }
 
-/// The tasks of the protocols named (every protocol the dataset supports when empty).
-fn tasks(manifest: &Manifest, protocols: &[String]) -> Result<Vec<Vec<Task>>> {
+/// The tasks of the protocols named; when none are, every protocol the dataset supports,
+/// or with `folds` off, those with one train set.
+fn tasks(manifest: &Manifest, protocols: &[String], folds: bool) -> Result<Vec<Task>> {
     if protocols.is_empty() {
-        return protocol::protocols(manifest);
+        let all = protocol::protocols(manifest)?;
+        return Ok(all.into_iter().filter(|tasks| folds || tasks.len() == 1).flatten().collect());
     }
-    protocols.iter().map(|name| protocol::named(manifest, name)).collect()
+    let named: Vec<Vec<Task>> = protocols.iter().map(|name| protocol::named(manifest, name)).collect::<Result<_>>()?;
+    Ok(named.into_iter().flatten().collect())
 }
 
 /// The number of classes: the dataset's class names, or one past the largest train label.
@@ -80,7 +95,7 @@ fn task_label(encoder: EncoderKind, probe: &str, task: &Task) -> TaskLabel {
 /// `protocols` limits the protocols (all the dataset supports when empty).
 pub fn run_probe(run: &Run, encoder: EncoderKind, probe: &Probe, protocols: &[String]) -> Result<ProbeOutcome> {
     let manifest = manifest(run)?;
-    let all = tasks(&manifest, protocols)?;
+    let all = tasks(&manifest, protocols, probe.takes_folds())?;
     let train_path = run.folder.features(encoder, TRAIN_SPLIT);
     let train = FeatureTable::read(&train_path).map_err(|error| missing_features(error, &train_path))?;
     let test_path = run.folder.features(encoder, TEST_SPLIT);
@@ -91,7 +106,7 @@ pub fn run_probe(run: &Run, encoder: EncoderKind, probe: &Probe, protocols: &[St
     let classes = num_classes(&manifest, &train.labels);
 
     let mut outcome = ProbeOutcome { evaluations: Vec::new(), selections: Vec::new(), knn_selections: Vec::new() };
-    for task in all.iter().flatten() {
+    for task in &all {
         let task_train = select_task(&train, task, &train_path)?;
         let label = task_label(encoder, probe.name(), task);
         let classifier: Box<dyn Classifier> = match probe {
@@ -100,6 +115,7 @@ pub fn run_probe(run: &Run, encoder: EncoderKind, probe: &Probe, protocols: &[St
                 outcome.selections.push((label.clone(), selection));
                 Box::new(fitted)
             }
+            Probe::SeedLinear(settings) => Box::new(linear::fit_seed(&task_train, classes, settings)),
             Probe::Knn(settings) => {
                 let (fitted, selection) = knn::fit(&task_train, classes, settings);
                 outcome.knn_selections.push((label.clone(), selection));
@@ -186,23 +202,45 @@ pub struct FinetuneOptions {
     pub progress: bool,
 }
 
+/// How fine-tuning is done: our protocol (learning rate and epochs chosen on a validation
+/// part of train), or the seed's published one (fixed settings, nothing chosen).
+#[derive(Debug, Clone)]
+pub enum FinetuneRecipe {
+    Ours(FinetuneSettings),
+    Seed(SeedSettings),
+}
+
+impl FinetuneRecipe {
+    pub fn name(&self) -> &'static str {
+        match self {
+            FinetuneRecipe::Ours(_) => FINETUNE,
+            FinetuneRecipe::Seed(_) => SEED_FINETUNE,
+        }
+    }
+
+    /// Training images seen in all, for the progress bar.
+    fn images(&self, train_rows: usize) -> usize {
+        match self {
+            FinetuneRecipe::Ours(settings) => {
+                settings.epochs * settings.learning_rates.len() * fitting_rows(train_rows, settings)
+            }
+            FinetuneRecipe::Seed(settings) => settings.epochs * train_rows,
+        }
+    }
+}
+
 /// Fine-tunes `encoder_kind`'s encoder on each single-task protocol (or those named) and
-/// writes its predictions and the search, as the other probes do. Protocols with folds are
-/// left out unless named: they fine-tune the whole encoder once per fold.
+/// writes its predictions (and our recipe's search), as the other probes do. Protocols with
+/// folds are left out unless named: they fine-tune the whole encoder once per fold.
 pub fn run_finetune<B: AutodiffBackend>(
     run: &Run,
     encoder_kind: EncoderKind,
-    settings: &FinetuneSettings,
+    recipe: &FinetuneRecipe,
     options: &FinetuneOptions,
     device: &B::Device,
-) -> Result<Vec<(TaskLabel, Predictions, FinetuneSelection)>> {
+) -> Result<Vec<(TaskLabel, Predictions, Option<FinetuneSelection>)>> {
     let manifest = manifest(run)?;
-    let all = tasks(&manifest, &options.protocols)?;
-    let tasks: Vec<Task> = if options.protocols.is_empty() {
-        all.into_iter().filter(|tasks| tasks.len() == 1).flatten().collect()
-    } else {
-        all.into_iter().flatten().collect()
-    };
+    let tasks = tasks(&manifest, &options.protocols, false)?;
     let encoder = run.encoder::<B>(encoder_kind, options.checkpoint.as_deref(), device)?.encoder;
     let encoder = burn::module::AutodiffModule::<B>::from_inner(encoder);
     let input = ImageInput::of_run(run)?;
@@ -217,29 +255,40 @@ pub fn run_finetune<B: AutodiffBackend>(
             None => all_train.clone(),
             Some(ids) => all_train.select_ids(ids),
         };
-        let images = settings.epochs * settings.learning_rates.len() * fitting_rows(train.len(), settings);
+        let images = recipe.images(train.len());
         let bar = Progress::new(options.progress).bar(images as u64, &format!("{encoder_kind} fine-tune"), "images");
         let runtime = Runtime { threads: options.threads, device, progress: &|images| bar.inc(images as u64) };
-        let (classifier, selection) = finetune::fit::<B>(&encoder, &train, classes, &input, settings, &runtime);
+        let (classifier, selection) = match recipe {
+            FinetuneRecipe::Ours(settings) => {
+                let (classifier, selection) = finetune::fit::<B>(&encoder, &train, classes, &input, settings, &runtime);
+                (classifier, Some(selection))
+            }
+            FinetuneRecipe::Seed(settings) => {
+                (finetune::fit_seed::<B>(&encoder, &train, classes, &input, settings, &runtime), None)
+            }
+        };
         bar.finish_and_clear();
         let predictions = held_out.evaluate(&classifier)?;
-        results.push((task_label(encoder_kind, FINETUNE, &task), predictions, selection));
+        results.push((task_label(encoder_kind, recipe.name(), &task), predictions, selection));
     }
 
     let evaluations: Vec<(TaskLabel, Predictions)> =
         results.iter().map(|(label, predictions, _)| (label.clone(), predictions.clone())).collect();
-    write_predictions(&run.folder.predictions(encoder_kind, FINETUNE), &evaluations)?;
+    write_predictions(&run.folder.predictions(encoder_kind, recipe.name()), &evaluations)?;
     let rows: Vec<SearchRow> = results
         .iter()
-        .flat_map(|(task, _, selection)| {
+        .filter_map(|(task, _, selection)| Some((task, selection.as_ref()?)))
+        .flat_map(|(task, selection)| {
             let sizes = (selection.train_rows, selection.validation_rows);
             SearchRow::of_search(task, &selection.candidates, selection.chosen, sizes, |candidate| {
                 (candidate.learning_rate, candidate.epochs as f64, candidate.validation_accuracy)
             })
         })
         .collect();
-    let epochs = Column::new("epochs".into(), rows.iter().map(|row| row.setting as i64).collect::<Vec<_>>());
-    write_search(&run.folder.selection(encoder_kind, FINETUNE), &rows, epochs)?;
+    if !rows.is_empty() {
+        let epochs = Column::new("epochs".into(), rows.iter().map(|row| row.setting as i64).collect::<Vec<_>>());
+        write_search(&run.folder.selection(encoder_kind, recipe.name()), &rows, epochs)?;
+    }
     Ok(results)
 }
 

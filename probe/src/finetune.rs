@@ -14,7 +14,7 @@
 use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Initializer, Linear, LinearConfig};
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use jepa_shared::rng::KeyedRng;
@@ -27,6 +27,7 @@ use crate::features::{ExtractSettings, ImageInput, encode_images};
 use crate::heldout::Predictions;
 use crate::knn::argmax;
 use crate::linear::{best_index, cosine_lr, validation_rows, validation_split};
+use crate::seed::{SeedSettings, pytorch_linear};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinetuneSettings {
@@ -227,6 +228,53 @@ pub fn fit<B: AutodiffBackend>(
     (classifier, selection)
 }
 
+/// The seed's fine-tuning (see [`crate::seed`]): every weight of `encoder` and a head on its
+/// average-pooled tokens, trained on all of `train` at fixed settings; nothing is chosen.
+pub fn fit_seed<B: AutodiffBackend>(
+    encoder: &VisionTransformer<B>,
+    train: &LabelledImages,
+    classes: usize,
+    input: &ImageInput,
+    settings: &SeedSettings,
+    runtime: &Runtime<'_, B>,
+) -> FinetunedClassifier<B::InnerBackend> {
+    let device = runtime.device;
+    let head = pytorch_linear::<B::InnerBackend>(encoder.dim(), classes, settings.seed, device);
+    let start = Finetuned { encoder: encoder.valid(), head };
+    let mut model = Finetuned::<B>::from_inner(start).map(&mut RequireGrad);
+    let mut optimizer = settings.optimizer().init::<B, Finetuned<B>>();
+    let loss = CrossEntropyLossConfig::new().init(device);
+    let schedule = settings.schedule(train.len());
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut step = 0;
+    for epoch in 0..settings.epochs {
+        KeyedRng::new(&[settings.seed, epoch as u64, 0x66_74]).shuffle(&mut order);
+        for rows in order.chunks(settings.batch_size.clamp(1, train.len().max(1))) {
+            let mut accumulator = GradientsAccumulator::<Finetuned<B>>::new();
+            for micro_batch in rows.chunks(settings.micro_batch.max(1)) {
+                let images = input.normalise::<B>(&train.select_rows(micro_batch).pixels, micro_batch.len(), device);
+                let labels: Vec<i64> = micro_batch.iter().map(|&row| i64::from(train.labels[row])).collect();
+                let labels = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [micro_batch.len()]), device);
+                // Each micro-batch's mean weighs its share of the batch: the sum is the
+                // batch's mean loss, and its gradient the batch's.
+                let share = micro_batch.len() as f64 / rows.len() as f64;
+                let value = loss.forward(model.forward(images), labels).mul_scalar(share);
+                accumulator.accumulate(&model, GradientsParams::from_grads(value.backward(), &model));
+                (runtime.progress)(micro_batch.len());
+            }
+            model = optimizer.step(schedule.lr_at(step), model, accumulator.grads());
+            step += 1;
+        }
+    }
+    FinetunedClassifier {
+        model: model.valid(),
+        input: input.clone(),
+        batch_size: settings.micro_batch.max(1),
+        threads: runtime.threads,
+        device: device.clone(),
+    }
+}
+
 /// What every learning rate's run shares.
 struct Job<'a, B: AutodiffBackend> {
     fitting: &'a LabelledImages,
@@ -362,6 +410,53 @@ mod tests {
         let predicted = classifier.predict(&test);
         let correct = predicted.iter().zip(&test.labels).filter(|(p, l)| p == l).count();
         // Chance is 50%.
+        assert!(correct as f64 / test.len() as f64 > 0.9, "{correct} of {}", test.len());
+    }
+
+    #[test]
+    fn the_seed_recipe_learns_and_micro_batches_take_the_batchs_step() {
+        let device = Default::default();
+        let vit = VitConfig::preset("nano", 8, 4, 1).unwrap();
+        let encoder = jepa_trainer::method::seeded(7, &device, |cpu| vit.init(cpu), || vit.init::<B>(&device));
+        let input = ImageInput { image_size_px: 8, channels: 1, pixel_mean: vec![0.5], pixel_std: vec![0.25] };
+        let runtime = Runtime { threads: 2, device: &device, progress: &|_| () };
+        let train = halves(256, 1);
+        // Two epochs of 8 steps: a batch taken 12, 12 and 8 images at a time is the same step
+        // (each part weighed by its size), up to the order of f32 sums, which Adam amplifies.
+        let settings =
+            SeedSettings { epochs: 2, warmup_epochs: 1, batch_size: 32, micro_batch: 32, ..SeedSettings::default() };
+        let whole = fit_seed(&encoder, &train, 2, &input, &settings, &runtime);
+        let split =
+            fit_seed(&encoder, &train, 2, &input, &SeedSettings { micro_batch: 12, ..settings.clone() }, &runtime);
+        let values = |classifier: &FinetunedClassifier<NdArray<f32>>| {
+            let mut head = classifier.model.head.weight.val().into_data().to_vec::<f32>().unwrap();
+            head.extend(
+                classifier
+                    .model
+                    .encoder
+                    .forward(Tensor::ones([1, 1, 8, 8], &device), None)
+                    .into_data()
+                    .to_vec::<f32>()
+                    .unwrap(),
+            );
+            head
+        };
+        let (a, b) = (values(&whole), values(&split));
+        let apart = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(apart < 1e-4, "micro-batches of 12 moved the model {apart} away from batches of 32");
+
+        // Its schedule at a toy's learning rate: warm-up, cosine and weight decay learn the task.
+        let whole = fit_seed(
+            &encoder,
+            &train,
+            2,
+            &input,
+            &SeedSettings { epochs: 8, learning_rate: 1e-2, ..settings },
+            &runtime,
+        );
+        let test = halves(300, 2);
+        let predicted = whole.predict(&test);
+        let correct = predicted.iter().zip(&test.labels).filter(|(p, l)| p == l).count();
         assert!(correct as f64 / test.len() as f64 > 0.9, "{correct} of {}", test.len());
     }
 }

@@ -14,7 +14,7 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Initializer, Linear, LinearConfig};
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::{Int, Tensor, TensorData};
 use jepa_shared::rng::KeyedRng;
 use jepa_trainer::optim::AdamW;
@@ -22,6 +22,7 @@ use jepa_trainer::optim::AdamW;
 use crate::features::FeatureTable;
 use crate::heldout::Classifier;
 use crate::knn::argmax;
+use crate::seed::{SeedSettings, pytorch_linear};
 
 type Train = Autodiff<NdArray<f32>>;
 
@@ -263,46 +264,100 @@ pub fn train_probe(
 ) -> LinearProbe {
     let device = Default::default();
     let (mean, std) = column_stats(table);
-    let mut standardised = table.values.clone();
-    for row in standardised.chunks_exact_mut(table.dim) {
-        for (index, value) in row.iter_mut().enumerate() {
-            *value = (*value - mean[index]) / std[index];
-        }
-    }
-    let inputs = Tensor::<Train, 2>::from_data(TensorData::new(standardised, [table.len(), table.dim]), &device);
-    let targets = Tensor::<Train, 1, Int>::from_data(
-        TensorData::new(table.labels.iter().map(|&l| i64::from(l)).collect(), [table.len()]),
-        &device,
-    );
     // Zero init: the problem is convex, so the start only has to be the same every time.
-    let mut model: Linear<Train> =
-        LinearConfig::new(table.dim, classes).with_initializer(Initializer::Zeros).init(&device);
+    let model: Linear<Train> = LinearConfig::new(table.dim, classes).with_initializer(Initializer::Zeros).init(&device);
     let mut optimizer = AdamW::<Linear<Train>, Train>::default();
-    let loss = CrossEntropyLossConfig::new().init(&device);
-    let batch_size = settings.batch_size.min(table.len()).max(1);
-    let steps_per_epoch = table.len().div_ceil(batch_size);
-    let total_steps = (settings.epochs * steps_per_epoch).max(1);
-    let mut step = 0;
-    let mut order: Vec<usize> = (0..table.len()).collect();
-    for epoch in 0..settings.epochs {
-        KeyedRng::new(&[settings.seed, epoch as u64]).shuffle(&mut order);
-        for batch in order.chunks(batch_size) {
-            let index = Tensor::<Train, 1, Int>::from_data(
-                TensorData::new(batch.iter().map(|&row| row as i64).collect(), [batch.len()]),
-                &device,
-            );
-            let logits = model.forward(inputs.clone().select(0, index.clone()));
-            let value = loss.forward(logits, targets.clone().select(0, index));
-            let grads = GradientsParams::from_grads(value.backward(), &model);
-            let lr = cosine_lr(learning_rate, step, total_steps);
-            model = optimizer.step(model, grads, lr, weight_decay);
-            step += 1;
-        }
+    let batches = Batches { size: settings.batch_size, epochs: settings.epochs, seed: settings.seed };
+    let total_steps = batches.steps(table.len());
+    let model = batches.train(table, &mean, &std, model, |model, grads, step| {
+        optimizer.step(model, grads, cosine_lr(learning_rate, step, total_steps), weight_decay)
+    });
+    LinearProbe::of(model, mean, std, classes)
+}
+
+/// The seed's linear probe (see [`crate::seed`]): `Linear(dim, classes)` on the features as
+/// they are (not standardised), trained on all of `train`.
+pub fn fit_seed(train: &FeatureTable, classes: usize, settings: &SeedSettings) -> LinearProbe {
+    let device = Default::default();
+    let model = pytorch_linear(train.dim, classes, settings.seed, &device);
+    let mut optimizer = settings.optimizer().init::<Train, Linear<Train>>();
+    let batches = Batches { size: settings.batch_size, epochs: settings.epochs, seed: settings.seed };
+    let schedule = settings.schedule(train.len());
+    let (mean, std) = (vec![0.0; train.dim], vec![1.0; train.dim]);
+    let model = batches.train(train, &mean, &std, model, |model, grads, step| {
+        optimizer.step(schedule.lr_at(step as u64), model, grads)
+    });
+    LinearProbe::of(model, mean, std, classes)
+}
+
+/// Mini-batches of a feature table over a number of epochs, each epoch in its own shuffled
+/// order.
+struct Batches {
+    size: usize,
+    epochs: usize,
+    seed: u64,
+}
+
+impl Batches {
+    fn rows(&self, rows: usize) -> usize {
+        self.size.min(rows).max(1)
     }
-    let record = model.into_record();
-    let weight = record.weight.val().transpose().into_data().into_vec::<f32>().expect("f32 weights");
-    let bias = record.bias.expect("a bias").val().into_data().into_vec::<f32>().expect("f32 bias");
-    LinearProbe { mean, std, weight, bias, classes }
+
+    /// Optimizer steps over `rows` rows.
+    fn steps(&self, rows: usize) -> usize {
+        (self.epochs * rows.div_ceil(self.rows(rows))).max(1)
+    }
+
+    /// Trains `model` on `table` (standardised with `mean` and `std`) with cross-entropy,
+    /// one `step(model, gradients, step)` per mini-batch.
+    fn train(
+        &self,
+        table: &FeatureTable,
+        mean: &[f32],
+        std: &[f32],
+        mut model: Linear<Train>,
+        mut step: impl FnMut(Linear<Train>, GradientsParams, usize) -> Linear<Train>,
+    ) -> Linear<Train> {
+        let device = Default::default();
+        let mut standardised = table.values.clone();
+        for row in standardised.chunks_exact_mut(table.dim) {
+            for (index, value) in row.iter_mut().enumerate() {
+                *value = (*value - mean[index]) / std[index];
+            }
+        }
+        let inputs = Tensor::<Train, 2>::from_data(TensorData::new(standardised, [table.len(), table.dim]), &device);
+        let targets = Tensor::<Train, 1, Int>::from_data(
+            TensorData::new(table.labels.iter().map(|&l| i64::from(l)).collect(), [table.len()]),
+            &device,
+        );
+        let loss = CrossEntropyLossConfig::new().init(&device);
+        let mut order: Vec<usize> = (0..table.len()).collect();
+        let mut steps = 0;
+        for epoch in 0..self.epochs {
+            KeyedRng::new(&[self.seed, epoch as u64]).shuffle(&mut order);
+            for batch in order.chunks(self.rows(table.len())) {
+                let index = Tensor::<Train, 1, Int>::from_data(
+                    TensorData::new(batch.iter().map(|&row| row as i64).collect(), [batch.len()]),
+                    &device,
+                );
+                let logits = model.forward(inputs.clone().select(0, index.clone()));
+                let value = loss.forward(logits, targets.clone().select(0, index));
+                let grads = GradientsParams::from_grads(value.backward(), &model);
+                model = step(model, grads, steps);
+                steps += 1;
+            }
+        }
+        model
+    }
+}
+
+impl LinearProbe {
+    fn of(model: Linear<Train>, mean: Vec<f32>, std: Vec<f32>, classes: usize) -> Self {
+        let record = model.into_record();
+        let weight = record.weight.val().transpose().into_data().into_vec::<f32>().expect("f32 weights");
+        let bias = record.bias.expect("a bias").val().into_data().into_vec::<f32>().expect("f32 bias");
+        Self { mean, std, weight, bias, classes }
+    }
 }
 
 /// Rows `0..rows` split into (fitting, validation) by a shuffle keyed by `seed`: about

@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! probe features --run runs/demo-fashion [--encoder random] [--checkpoint step-N] [--layers 4]
-//! probe linear   --run runs/demo-fashion [--encoder random] [--protocol NAME]…
+//! probe linear   --run runs/demo-fashion [--encoder random] [--protocol NAME]… [--recipe seed]
 //! probe knn      --run runs/demo-fashion [--k 20] [--temperature 0.07] [--knn-centre auto|on|off]
-//! probe finetune --run runs/demo-fashion [--encoder random] [--epochs 3] [--train-images N]
+//! probe finetune --run runs/demo-fashion [--encoder random] [--finetune-epochs 3] [--recipe seed]
 //! probe report   --run runs/demo-fashion
 //! probe all      --run runs/demo-fashion [--require-pretrained-better]
 //! probe figures  --run runs/demo-fashion   (masks, t-SNE, predictor retrieval, then the report page)
@@ -25,7 +25,9 @@ use anyhow::{Context, bail};
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand};
 use jepa_probe::compare::{CompareOptions, compare, markdown_table};
-use jepa_probe::evaluate::{EvaluateOptions, FinetuneOptions, LINEAR, Probe, run_finetune, run_probe, write_outcome};
+use jepa_probe::evaluate::{
+    EvaluateOptions, FinetuneOptions, FinetuneRecipe, LINEAR, Probe, run_finetune, run_probe, write_outcome,
+};
 use jepa_probe::features::{FeatureOptions, write_features};
 use jepa_probe::finetune::FinetuneSettings;
 use jepa_probe::interop;
@@ -33,6 +35,7 @@ use jepa_probe::knn::KnnSettings;
 use jepa_probe::linear::LinearSettings;
 use jepa_probe::pipeline::{Evaluation, draw_figures, evaluate_all};
 use jepa_probe::report::{Report, summary_table, write_report};
+use jepa_probe::seed::SeedSettings;
 use jepa_trainer::device::{DeviceRequest, OnDevice};
 use jepa_trainer::portable::Hints;
 use jepa_trainer::run::EncoderRole;
@@ -195,6 +198,29 @@ impl LinearArgs {
     }
 }
 
+/// Whose evaluation recipe a probe follows.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Recipe {
+    Ours,
+    Seed,
+}
+
+#[derive(Args)]
+struct SeedArgs {
+    /// Epochs of the seed's recipe: 15 (its results table) or 50 (its hyper-parameter table)
+    #[arg(long, default_value_t = SeedSettings::default().epochs)]
+    seed_epochs: usize,
+    /// Images per forward pass of the seed's fine-tuning (its batch of 256 is this many at a time)
+    #[arg(long, default_value_t = SeedSettings::default().micro_batch)]
+    seed_micro_batch: usize,
+}
+
+impl SeedArgs {
+    fn settings(&self) -> SeedSettings {
+        SeedSettings { epochs: self.seed_epochs, micro_batch: self.seed_micro_batch, ..SeedSettings::default() }
+    }
+}
+
 #[derive(Args)]
 struct KnnArgs {
     #[arg(long, default_value_t = KnnSettings::default().k)]
@@ -272,12 +298,18 @@ enum Command {
         #[command(flatten)]
         import: ImportArgs,
     },
-    /// Linear probe on frozen features → <run>/probe/predictions/<encoder>-linear.parquet
+    /// Linear probe on frozen features → <run>/probe/predictions/<encoder>-linear[-seed].parquet
     Linear {
         #[command(flatten)]
         probe: ProbeArgs,
+        /// `ours` (standardised features, learning rate and weight decay chosen on a validation
+        /// part of train) or `seed` (the seed's published settings, nothing chosen)
+        #[arg(long, value_enum, default_value_t = Recipe::Ours)]
+        recipe: Recipe,
         #[command(flatten)]
         linear: LinearArgs,
+        #[command(flatten)]
+        seed: SeedArgs,
     },
     /// Weighted cosine kNN → <run>/probe/predictions/<encoder>-knn.parquet
     Knn {
@@ -286,15 +318,21 @@ enum Command {
         #[command(flatten)]
         knn: KnnArgs,
     },
-    /// Fine-tune the whole encoder with a linear head → <run>/probe/predictions/<encoder>-finetune.parquet
+    /// Fine-tune the whole encoder with a linear head → <run>/probe/predictions/<encoder>-finetune[-seed].parquet
     Finetune {
         #[command(flatten)]
         probe: ProbeArgs,
         /// Checkpoint: `step-00000937`, a step number or a path (default: the latest)
         #[arg(long)]
         checkpoint: Option<String>,
+        /// `ours` (learning rate and epochs chosen on a validation part of train) or `seed`
+        /// (the seed's published settings: 15 epochs, nothing chosen)
+        #[arg(long, value_enum, default_value_t = Recipe::Ours)]
+        recipe: Recipe,
         #[command(flatten)]
         finetune: FinetuneArgs,
+        #[command(flatten)]
+        seed: SeedArgs,
     },
     /// Compare runs of different methods (same encoder, data and budget) with linear, kNN and fine-tune
     Compare {
@@ -368,6 +406,21 @@ enum Command {
         #[arg(long, default_value_t = jepa_probe::mask_figure::MASK_IMAGES)]
         images: usize,
     },
+    /// The seed's STL-10 table beside a reproduction's (`make reproduce-seed`, after its probes)
+    SeedTable {
+        /// The run of configs/stl10-seed.toml
+        #[arg(long)]
+        ijepa: PathBuf,
+        /// The run of configs/stl10-mae-seed.toml
+        #[arg(long)]
+        mae: PathBuf,
+        /// `stage<TAB>seconds` lines to show beside it
+        #[arg(long)]
+        times: Option<PathBuf>,
+        /// Also write the table here (Markdown)
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Masks, t-SNE and predictor-retrieval figures of a probed run, then its report page
     Figures {
         #[command(flatten)]
@@ -429,13 +482,28 @@ fn open_root(root: &std::path::Path) -> anyhow::Result<Run> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Linear { probe: args, linear } => probe(&args, &Probe::Linear(linear.settings())),
+        Command::Linear { probe: args, recipe, linear, seed } => {
+            let settings = match recipe {
+                Recipe::Ours => Probe::Linear(linear.settings()),
+                Recipe::Seed => Probe::SeedLinear(seed.settings()),
+            };
+            probe(&args, &settings)
+        }
         Command::Knn { probe: args, knn } => probe(&args, &Probe::Knn(knn.settings())),
         Command::Report { run: args } => {
             print_report(&write_report(&open(&args)?)?);
             Ok(())
         }
         Command::Masks { run, config, out, images } => draw_masks(run, config, out, images),
+        Command::SeedTable { ijepa, mae, times, out } => {
+            let times = times.map(|path| jepa_probe::reproduce::read_times(&path)).transpose()?.unwrap_or_default();
+            let table = jepa_probe::reproduce::table(&open_root(&ijepa)?, &open_root(&mae)?, &times)?;
+            print!("{table}");
+            if let Some(out) = out {
+                jepa_shared::atomic::write_bytes(&out, table.as_bytes())?;
+            }
+            Ok(())
+        }
         command => {
             let choice = jepa_trainer::device::choose(cli.device, "probe")?;
             eprintln!("device: {choice}");
@@ -462,7 +530,7 @@ impl OnDevice for WithEncoders {
                     println!("{}", path.display());
                 }
             }
-            Command::Finetune { probe: args, checkpoint, finetune } => {
+            Command::Finetune { probe: args, checkpoint, recipe, finetune, seed } => {
                 let run = open(&args.run)?;
                 let options = FinetuneOptions {
                     checkpoint,
@@ -470,19 +538,27 @@ impl OnDevice for WithEncoders {
                     threads: default_threads(on_cpu),
                     progress: !args.run.quiet,
                 };
-                for (task, predictions, selection) in
-                    run_finetune::<B>(&run, args.encoder, &finetune.settings(), &options, device)?
+                let recipe = match recipe {
+                    Recipe::Ours => FinetuneRecipe::Ours(finetune.settings()),
+                    Recipe::Seed => FinetuneRecipe::Seed(seed.settings()),
+                };
+                for (task, predictions, selection) in run_finetune::<B>(&run, args.encoder, &recipe, &options, device)?
                 {
-                    let chosen = selection.chosen();
-                    println!(
-                        "{} finetune {}: accuracy {:.2}% (lr {:e}, {} epoch(s), validation {:.2}%)",
-                        task.encoder,
-                        task.protocol,
-                        100.0 * predictions.accuracy(),
-                        chosen.learning_rate,
-                        chosen.epochs,
-                        100.0 * chosen.validation_accuracy
-                    );
+                    let accuracy = 100.0 * predictions.accuracy();
+                    let (encoder, probe, protocol) = (&task.encoder, &task.probe, &task.protocol);
+                    match selection {
+                        Some(selection) => {
+                            let chosen = selection.chosen();
+                            println!(
+                                "{encoder} {probe} {protocol}: accuracy {accuracy:.2}% (lr {:e}, {} epoch(s), \
+                                 validation {:.2}%)",
+                                chosen.learning_rate,
+                                chosen.epochs,
+                                100.0 * chosen.validation_accuracy
+                            )
+                        }
+                        None => println!("{encoder} {probe} {protocol}: accuracy {accuracy:.2}%"),
+                    }
                 }
             }
             Command::Compare { runs, out, quiet, evaluate, finetune } => {
@@ -552,7 +628,11 @@ impl OnDevice for WithEncoders {
                     require_better(&evaluation.report)?;
                 }
             }
-            Command::Linear { .. } | Command::Knn { .. } | Command::Report { .. } | Command::Masks { .. } => {
+            Command::Linear { .. }
+            | Command::Knn { .. }
+            | Command::Report { .. }
+            | Command::Masks { .. }
+            | Command::SeedTable { .. } => {
                 unreachable!("run without a device by `main`")
             }
         }

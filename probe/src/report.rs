@@ -14,7 +14,7 @@ use polars::prelude::*;
 use jepa_trainer::{EncoderKind, ReportFile, Run};
 
 use crate::error::{ProbeError, Result};
-use crate::evaluate::{KNN, LINEAR, count_rows, manifest, scan, write_parquet};
+use crate::evaluate::{KNN, LINEAR, SEED_FINETUNE, SEED_LINEAR, count_rows, manifest, scan, write_parquet};
 use crate::page::{Align, Page};
 use crate::plots::{self, Plots};
 use crate::protocol::{TEST_SPLIT, TRAIN_SPLIT};
@@ -277,14 +277,24 @@ fn page(run: &Run, rows: &[SummaryRow], per_class: &DataFrame, metrics: Option<&
     };
     page.paragraph(format!(
         "`pretrained` is {pretrained}{context}; `random` the same config from the run's seed, never \
-         trained; `pixels` the image itself at the encoder's resolution, standardised per channel, with no \
-         encoder at all. Linear: softmax regression on standardised features, learning rate and weight decay \
-         chosen on 10% of train (the grid widened past any edge the best pair sat on), retrained on all of \
+         trained; `pixels` the image itself at the encoder's resolution (or its stored one, if smaller), \
+         standardised per channel, with no encoder at all. Linear: softmax regression on standardised \
+         features, learning rate and weight decay chosen on 10% of train (the grid widened past any edge the best pair sat on), retrained on all of \
          train, evaluated once on test. kNN: cosine, k = 20, votes exp(sim / 0.07), centred on the train \
          mean or not as the same validation part chose. Fine-tune (where run): encoder and linear head trained end to end, learning \
          rate and epochs chosen on a validation part of train, evaluated once on test."
     ));
 
+    if rows.iter().any(|row| [SEED_LINEAR, SEED_FINETUNE].contains(&row.probe.as_str())) {
+        page.paragraph(
+            "`linear-seed` and `finetune-seed`: the seed's published recipes, nothing chosen. A `Linear(dim, \
+             classes)` head on the average-pooled tokens (the features as they are), initialised as PyTorch does; \
+             AdamW at PyTorch's defaults, learning rate 1e-3, weight decay 0.05, batches of 256, warmed up from 0 \
+             over 5 epochs then along a cosine to 1e-5; trained on all of train, evaluated once on test. \
+             `finetune-seed` trains every weight of the encoder too."
+                .to_string(),
+        );
+    }
     let retrieval = crate::retrieval::read_scores(run)?;
     if !retrieval.is_empty() {
         page.heading(2, "Predictor retrieval");
