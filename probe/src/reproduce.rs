@@ -139,7 +139,9 @@ pub fn table(ijepa: &Run, mae: &Run, times: &[(String, f64)]) -> Result<String> 
         losses.push(vec![
             run.recipe.name().to_string(),
             format!("{first:.2} / {last:.2}"),
-            measured.map_or("–".into(), |(first, last, epochs)| format!("{first:.2} / {last:.2} ({epochs} epochs)")),
+            measured.map_or("–".into(), |(first, last, epochs)| {
+                format!("{first:.2} / {last:.2} ({epochs} epoch{})", if epochs == 1 { "" } else { "s" })
+            }),
             format!("{seconds:.0} s"),
         ]);
     }
