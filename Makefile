@@ -42,7 +42,7 @@ INTEROP_PYTHON = $(INTEROP_VENV)/bin/python
 # The kit that builds and runs the CUDA binary on a lent GPU machine (`make bench-gpu`).
 GPU_KIT ?= ../shared/gpu
 
-.PHONY: help setup build build-gpu ingest ingest-fashion masks train train-demo probe probe-demo demo compare sweep test test-rust test-wgpu test-python test-interop interop-venv check-gpu lint bench bench-ingest bench-loader bench-train bench-probe bench-gpu clean
+.PHONY: help setup build build-gpu reproduce-seed ingest ingest-fashion masks train train-demo probe probe-demo demo compare sweep test test-rust test-wgpu stl10-smoke test-python test-interop interop-venv check-gpu lint bench bench-ingest bench-loader bench-train bench-probe bench-gpu clean
 
 help:
 	@echo "make setup           Debian's Fashion-MNIST package and a Python venv with polars + pyarrow"
@@ -52,14 +52,16 @@ help:
 	@echo "make ingest          STL-10 -> $(DATASETS)/stl10 (downloads unless STL10_DIR=... is given)"
 	@echo "make masks           $(RUNS)/masks.png: a config's context and target blocks over real images, at its own grid"
 	@echo "make train-demo      I-JEPA on Fashion-MNIST on the CPU (configs/demo-fashion.toml) -> $(RUNS)/demo-fashion"
-	@echo "make train           the STL-10 ViT-B/16 recipe on DEVICE (default cuda; SET=\"key=value ...\" overrides)"
+	@echo "make train           the seed's STL-10 recipe (CONFIG) on DEVICE (default cuda; SET=\"key=value ...\" overrides)"
 	@echo "make probe           features, linear probe, kNN and report for the STL-10 run (encoders on DEVICE)"
+	@echo "make reproduce-seed  the seed's STL-10 experiment (I-JEPA and MAE, its probes) and its table beside ours (GPU)"
 	@echo "make probe-demo      features, linear probe, kNN and report for runs/demo-fashion (CPU)"
 	@echo "make demo            the whole path on Fashion-MNIST on the CPU: ingest, train, probe, results table"
 	@echo "make compare         I-JEPA, I-JEPA with pixel targets, MAE, a random encoder and raw pixels on Fashion-MNIST (CPU) -> $(RUNS)/compare-fashion"
 	@echo "make sweep           train and score every recipe of SWEEP_PLAN -> $(RUNS)/sweep/sweep.parquet (one row per run)"
 	@echo "make test            all Rust tests, then the Python polars/pyarrow check of real shards"
 	@echo "make test-wgpu       training, checkpoints and probe features on wgpu against the CPU (lavapipe where no GPU)"
+	@echo "make stl10-smoke     the seed's STL-10 path at full ViT-B/16 size on the CPU: download, ingest, 2 steps, every probe"
 	@echo "make test-interop    probe export loaded by timm and an official I-JEPA checkpoint imported, checked in PyTorch"
 	@echo "make lint            rustfmt and clippy"
 	@echo "make bench-ingest    ingest throughput against a plain copy on the same disk"
@@ -71,7 +73,7 @@ help:
 
 setup:
 	$(SUDO) apt-get update -qq
-	$(SUDO) apt-get install -y -qq dataset-fashion-mnist fonts-dejavu-core python3-venv mesa-vulkan-drivers libvulkan1
+	$(SUDO) apt-get install -y -qq dataset-fashion-mnist mate-backgrounds fonts-dejavu-core python3-venv mesa-vulkan-drivers libvulkan1
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q polars pyarrow
 
@@ -101,13 +103,49 @@ train-demo: ingest-fashion
 	if [ -d $(RUNS)/demo-fashion/checkpoints ]; then $(TRAIN_CPU) --resume $(RUNS)/demo-fashion; \
 	else $(TRAIN_CPU) --config configs/demo-fashion.toml --runs $(RUNS); fi
 
+# The STL-10 run `make train` and `make probe` work on: the seed's recipe unless CONFIG says
+# otherwise; its run folder is named after the config's `name` (or SET's `name=`).
+CONFIG ?= configs/stl10-seed.toml
+CONFIG_NAME = $(or $(patsubst name=%,%,$(filter name=%,$(SET))),$(shell sed -n 's/^name = "\(.*\)"/\1/p' $(CONFIG)))
+
 train:
-	if [ -d $(RUNS)/stl10-vit-b16/checkpoints ]; then $(TRAIN_GPU) --resume $(RUNS)/stl10-vit-b16 --device $(DEVICE) $(SETS); \
-	else $(TRAIN_GPU) --config configs/stl10-vit-b16.toml --runs $(RUNS) --device $(DEVICE) $(SETS); fi
+	if [ -d $(RUNS)/$(CONFIG_NAME)/checkpoints ]; then $(TRAIN_GPU) --resume $(RUNS)/$(CONFIG_NAME) --device $(DEVICE) $(SETS); \
+	else $(TRAIN_GPU) --config $(CONFIG) --runs $(RUNS) --device $(DEVICE) $(SETS); fi
 
 # Features for the pretrained and random-init encoders, linear probe, kNN, report.
 probe:
-	$(PROBE_GPU) all --run $(RUNS)/stl10-vit-b16 --device $(DEVICE)
+	$(PROBE_GPU) all --run $(RUNS)/$(CONFIG_NAME) --device $(DEVICE)
+
+# The seed's whole experiment on one GPU: both pre-trainings (each continued where it
+# stopped), I-JEPA's linear probe by the seed's recipe and ours, the seed's fine-tuning of
+# MAE and of the random-init encoder, then the seed's table beside the measured one with the
+# wall time of every stage (also in $(SEED_OUT)/). A 50-epoch pre-training is a day or more.
+# SEED_EPOCHS: the seed's evaluation epochs, 15 (its results table) or 50 (its hyper-parameters).
+SEED_OUT ?= $(RUNS)/reproduce-seed
+SEED_EPOCHS ?= 15
+SEED_IJEPA = $(RUNS)/stl10-seed
+SEED_MAE = $(RUNS)/stl10-mae-seed
+reproduce-seed:
+	@set -e; mkdir -p $(SEED_OUT); times=$(SEED_OUT)/times.tsv; : > $$times; \
+	stage() { name=$$1; shift; started=$$(date +%s); "$$@"; \
+	  printf '%s\t%s\n' "$$name" $$(( $$(date +%s) - started )) >> $$times; }; \
+	$(BUILD_GPU); bin=$(TARGET_DIR)/release; \
+	for config in configs/stl10-seed.toml configs/stl10-mae-seed.toml; do \
+	  name=$$(sed -n 's/^name = "\(.*\)"/\1/p' $$config); \
+	  if [ -d $(RUNS)/$$name/checkpoints ]; then \
+	    stage "pre-training $$name" $$bin/train --resume $(RUNS)/$$name --device $(DEVICE) $(SETS); \
+	  else stage "pre-training $$name" $$bin/train --config $$config --runs $(RUNS) --device $(DEVICE) $(SETS); fi; \
+	done; \
+	stage "features, I-JEPA's target encoder" \
+	  $$bin/probe features --run $(SEED_IJEPA) --device $(DEVICE) --batch-size 256 --quiet; \
+	stage "linear probe, seed's recipe" $$bin/probe linear --run $(SEED_IJEPA) --recipe seed --seed-epochs $(SEED_EPOCHS) --protocol stl10-5k --quiet; \
+	stage "linear probe, ours" $$bin/probe linear --run $(SEED_IJEPA) --protocol stl10-5k --quiet; \
+	stage "fine-tune MAE, seed's recipe" $$bin/probe finetune --run $(SEED_MAE) --recipe seed --seed-epochs $(SEED_EPOCHS) --device $(DEVICE) --quiet; \
+	stage "fine-tune random init, seed's recipe" \
+	  $$bin/probe finetune --run $(SEED_IJEPA) --encoder random --recipe seed --seed-epochs $(SEED_EPOCHS) \
+	    --device $(DEVICE) --quiet; \
+	$$bin/probe report --run $(SEED_IJEPA) --quiet > /dev/null; $$bin/probe report --run $(SEED_MAE) --quiet > /dev/null; \
+	$$bin/probe seed-table --ijepa $(SEED_IJEPA) --mae $(SEED_MAE) --times $$times --out $(SEED_OUT)/table.md
 
 probe-demo:
 	$(PROBE_CPU) all --run $(RUNS)/demo-fashion --require-pretrained-better
@@ -177,6 +215,14 @@ test-python:
 	$(PYTHON) scripts/check_shards.py target/interop/probe-demo/fashion-mnist
 	$(PYTHON) scripts/check_probe.py target/interop/probe-demo/runs/demo-fashion
 	$(PYTHON) scripts/check_compare.py target/interop/compare/compare-out
+
+# The seed's STL-10 path at its real ViT-B/16 geometry on the CPU: an STL-10 archive cut from
+# the photographs of Debian's mate-backgrounds, served over loopback with one cut connection,
+# downloaded, ingested, pre-trained for 2 steps with configs/stl10-seed.toml and probed by
+# every protocol, figure and report (probe/tests/stl10_smoke.rs; the same build as make test).
+stl10-smoke:
+	rm -rf target/stl10-smoke
+	JEPA_SMOKE_DIR=$(CURDIR)/target/stl10-smoke $(CARGO) test --workspace $(TEST_FEATURES) --test stl10_smoke -- --nocapture
 
 # An exported encoder must load strictly into timm and give the probe's features; an official
 # I-JEPA checkpoint written by PyTorch must import and give timm's. The probe's end-to-end test
