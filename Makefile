@@ -42,7 +42,7 @@ INTEROP_PYTHON = $(INTEROP_VENV)/bin/python
 # The kit that builds and runs the CUDA binary on a lent GPU machine (`make bench-gpu`).
 GPU_KIT ?= ../shared/gpu
 
-.PHONY: help setup build build-gpu reproduce-seed ingest ingest-fashion masks train train-demo probe probe-demo demo compare sweep test test-rust test-wgpu stl10-smoke test-python test-interop interop-venv check-gpu lint bench bench-ingest bench-loader bench-train bench-probe bench-gpu clean
+.PHONY: help setup build build-gpu reproduce-seed ingest ingest-fashion masks train train-demo probe probe-demo demo compare sweep test test-rust test-wgpu stl10-smoke test-faults test-python test-interop interop-venv check-gpu lint bench bench-ingest bench-loader bench-train bench-probe bench-gpu clean
 
 help:
 	@echo "make setup           Debian's Fashion-MNIST package and a Python venv with polars + pyarrow"
@@ -61,6 +61,7 @@ help:
 	@echo "make sweep           train and score every recipe of SWEEP_PLAN -> $(RUNS)/sweep/sweep.parquet (one row per run)"
 	@echo "make test            all Rust tests, then the Python polars/pyarrow check of real shards"
 	@echo "make test-wgpu       training, checkpoints and probe features on wgpu against the CPU (lavapipe where no GPU)"
+	@echo "make test-faults     two writers, damaged checkpoints and other faults, through the real binaries"
 	@echo "make stl10-smoke     the seed's STL-10 path at full ViT-B/16 size on the CPU: download, ingest, 2 steps, every probe"
 	@echo "make test-interop    probe export loaded by timm and an official I-JEPA checkpoint imported, checked in PyTorch"
 	@echo "make lint            rustfmt and clippy"
@@ -223,6 +224,11 @@ test-python:
 stl10-smoke:
 	rm -rf target/stl10-smoke
 	JEPA_SMOKE_DIR=$(CURDIR)/target/stl10-smoke $(CARGO) test --workspace $(TEST_FEATURES) --test stl10_smoke -- --nocapture
+
+# What a careful user can do to a run folder (a second writer, a damaged checkpoint, …),
+# each through the real binaries (trainer/tests/faults.rs; the same build as make test).
+test-faults:
+	$(CARGO) test --workspace $(TEST_FEATURES) --test faults
 
 # An exported encoder must load strictly into timm and give the probe's features; an official
 # I-JEPA checkpoint written by PyTorch must import and give timm's. The probe's end-to-end test

@@ -45,7 +45,7 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
     )
     .unwrap();
     let runs = root.join("runs");
-    let options = TrainOptions { runs_root: runs.clone(), resume: false, progress: false, recorder: None };
+    let options = TrainOptions { runs_root: runs.clone(), ..TrainOptions::default() };
     let trained = train::<Backend>(config, &options, &Default::default()).unwrap();
     assert_eq!(trained.steps, 40);
 
@@ -256,7 +256,7 @@ fn small_comparison_of_every_method_and_random_on_real_fashion_mnist() {
             ],
         )
         .unwrap();
-        let options = TrainOptions { runs_root: runs.clone(), resume: false, progress: false, recorder: None };
+        let options = TrainOptions { runs_root: runs.clone(), ..TrainOptions::default() };
         let trained = train::<Backend>(config, &options, &Default::default()).unwrap();
         assert_eq!(trained.steps, 30);
         folders.push(Run::open(&trained.run_dir).unwrap());

@@ -178,7 +178,7 @@ fn the_seeds_stl10_path_runs_end_to_end_at_full_vit_b16_size() {
     let grid = recipe.encoder().grid();
     assert_eq!((recipe.encoder().dim, recipe.encoder().depth, grid), (768, 12, 14), "ViT-B/16 at 224 px");
     let runs = root.join("runs");
-    let options = TrainOptions { runs_root: runs.clone(), resume: false, progress: false, recorder: None };
+    let options = TrainOptions { runs_root: runs.clone(), ..TrainOptions::default() };
     let trained = stage("pre-training, 2 steps of 2 × 4 images", || {
         train::<Backend>(recipe, &options, &Default::default()).unwrap()
     });

@@ -103,7 +103,7 @@ impl OnDevice for Train {
 }
 
 fn train_on(choice: &Choice, recipe: Recipe, runs: &Path, resume: bool) -> TrainReport {
-    let options = TrainOptions { runs_root: runs.to_path_buf(), resume, progress: false, recorder: None };
+    let options = TrainOptions { runs_root: runs.to_path_buf(), resume, ..TrainOptions::default() };
     choice.run(Train { recipe, options })
 }
 

@@ -9,16 +9,26 @@ use std::path::{Path, PathBuf};
 
 use crate::error::ShardError;
 
-/// The name `path` is written under before it is renamed into place: `report.md` →
-/// `report.tmp.md`, `step-00000010` → `step-00000010.tmp`. The extension is kept, for
-/// writers that choose a format by it (image encoders).
+/// The name `path` is written under before it is renamed into place, unique to this
+/// process so that two writers never share one: `report.md` → `report.tmp-4242.md`,
+/// `step-00000010` → `step-00000010.tmp-4242`. The extension is kept, for writers that
+/// choose a format by it (image encoders).
 pub fn temp_name(path: &Path) -> PathBuf {
     let stem = path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
+    let pid = std::process::id();
     let name = match path.extension() {
-        Some(extension) => format!("{stem}.tmp.{}", extension.to_string_lossy()),
-        None => format!("{stem}.tmp"),
+        Some(extension) => format!("{stem}.tmp-{pid}.{}", extension.to_string_lossy()),
+        None => format!("{stem}.tmp-{pid}"),
     };
     path.with_file_name(name)
+}
+
+/// Whether `name` is one [`temp_name`] gives (by any process).
+pub fn is_temp_name(name: &str) -> bool {
+    name.split(".tmp-").nth(1).is_some_and(|rest| {
+        let digits = rest.split('.').next().unwrap_or_default();
+        !digits.is_empty() && digits.bytes().all(|byte| byte.is_ascii_digit())
+    })
 }
 
 /// Calls `write` with a temporary path beside `path` (creating the folder), then flushes the
@@ -92,9 +102,12 @@ mod tests {
     }
 
     #[test]
-    fn temporary_names_keep_the_extension() {
-        assert_eq!(temp_name(Path::new("a/report.md")), Path::new("a/report.tmp.md"));
-        assert_eq!(temp_name(Path::new("a/step-00000010")), Path::new("a/step-00000010.tmp"));
+    fn temporary_names_keep_the_extension_and_name_the_process() {
+        let pid = std::process::id();
+        assert_eq!(temp_name(Path::new("a/report.md")), Path::new(&format!("a/report.tmp-{pid}.md")));
+        assert_eq!(temp_name(Path::new("a/step-00000010")), Path::new(&format!("a/step-00000010.tmp-{pid}")));
+        assert!(is_temp_name(&format!("step-00000010.tmp-{pid}")) && is_temp_name("report.tmp-7.md"));
+        assert!(!is_temp_name("step-00000010") && !is_temp_name("notes.tmp-draft.md") && !is_temp_name("a.tmp"));
     }
 
     #[test]

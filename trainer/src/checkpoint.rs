@@ -1,9 +1,12 @@
 //! Checkpoints: everything a run needs to continue exactly where it stopped, in a
 //! [`CheckpointFolder`]: the trained model, the EMA teacher of a method that keeps one,
 //! Adam's moments, and the step and loader position. A checkpoint folder is written under a
-//! temporary name and renamed into place, so it is complete or absent. Burn keeps parameter
-//! ids in the records, so reloaded optimizer state lines up with the reloaded parameters.
+//! temporary name and renamed into place, so it is complete or absent, with `digests.json`:
+//! the SHA-256 and size of every other file, checked before a checkpoint is trusted (on
+//! resume, probe and export), as shards are. Burn keeps parameter ids in the records, so
+//! reloaded optimizer state lines up with the reloaded parameters.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::module::{AutodiffModule, Module};
@@ -23,6 +26,73 @@ pub enum CheckpointError {
 
     #[error("{path}: {problem}")]
     Record { path: PathBuf, problem: String },
+
+    #[error("{file}: {problem}: the checkpoint is damaged")]
+    Damaged { file: PathBuf, problem: String },
+}
+
+/// One file's digest, as `digests.json` holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct FileDigest {
+    sha256: String,
+    bytes: u64,
+}
+
+/// Writes `digests.json` for every other file of `folder`.
+fn write_digests(folder: &CheckpointFolder) -> Result<()> {
+    let mut digests = BTreeMap::new();
+    for entry in std::fs::read_dir(folder.path()).map_err(ShardError::io(folder.path()))? {
+        let path = entry.map_err(ShardError::io(folder.path()))?.path();
+        let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        if path == folder.digests() {
+            continue;
+        }
+        let bytes = std::fs::metadata(&path).map_err(ShardError::io(&path))?.len();
+        digests.insert(name, FileDigest { sha256: jepa_shared::checksum::sha256_file(&path)?, bytes });
+    }
+    let json = serde_json::to_vec_pretty(&digests).expect("digests serialise");
+    jepa_shared::atomic::write_bytes(&folder.digests(), &json)?;
+    Ok(())
+}
+
+/// Checks every file of `checkpoint` against the digests written with it: each is there,
+/// of its size and SHA-256. A checkpoint written before digests were kept has none to
+/// check and passes.
+pub fn verify(checkpoint: &CheckpointFolder) -> Result<()> {
+    let path = checkpoint.digests();
+    if !checkpoint.path().is_dir() {
+        return Err(CheckpointError::Record {
+            path: checkpoint.path().to_path_buf(),
+            problem: "no such checkpoint".into(),
+        });
+    }
+    let Ok(json) = std::fs::read(&path) else { return Ok(()) };
+    let digests: BTreeMap<String, FileDigest> = serde_json::from_slice(&json)
+        .map_err(|error| CheckpointError::Damaged { file: path.clone(), problem: error.to_string() })?;
+    for (name, expected) in &digests {
+        let file = checkpoint.path().join(name);
+        let damaged = |problem: String| CheckpointError::Damaged { file: file.clone(), problem };
+        let bytes = std::fs::metadata(&file).map_err(|error| damaged(error.to_string()))?.len();
+        if bytes != expected.bytes {
+            return Err(damaged(format!("{bytes} bytes where {} were written", expected.bytes)));
+        }
+        if jepa_shared::checksum::sha256_file(&file)? != expected.sha256 {
+            return Err(damaged("its SHA-256 is not the one written with it".into()));
+        }
+    }
+    Ok(())
+}
+
+/// The newest checkpoint of `run` older than `before` that verifies, if any.
+pub fn newest_good_before(run: &RunFolder, before: u64) -> Result<Option<CheckpointFolder>> {
+    let mut older: Vec<CheckpointFolder> =
+        run.list_checkpoints()?.into_iter().filter(|checkpoint| checkpoint.step() < Some(before)).collect();
+    while let Some(checkpoint) = older.pop() {
+        if verify(&checkpoint).is_ok() {
+            return Ok(Some(checkpoint));
+        }
+    }
+    Ok(None)
 }
 
 type Result<T> = std::result::Result<T, CheckpointError>;
@@ -72,7 +142,7 @@ pub fn save<B: AutodiffBackend, M: AutodiffModule<B>>(
             .map_err(record_error(&temp))?;
         let state_json = serde_json::to_vec_pretty(state).expect("state serialises");
         jepa_shared::atomic::write_bytes(&temp.state(), &state_json)?;
-        Ok::<(), CheckpointError>(())
+        write_digests(&temp)
     })?;
     let mut existing = run.list_checkpoints()?;
     while existing.len() > keep.max(1) {

@@ -39,6 +39,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod ema;
+pub mod finite;
 pub mod ijepa;
 pub mod ijepa_pixels;
 pub mod kernels;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! train --config configs/demo-fashion.toml [--set key=value]… [--device auto|cpu|wgpu|cuda[:N]]
-//! train --resume runs/demo-fashion [--set optim.max_steps=…]
+//! train --resume runs/demo-fashion [--from step-N] [--set optim.max_steps=…]
 //! ```
 
 use std::net::SocketAddr;
@@ -34,6 +34,10 @@ struct Cli {
     /// Continue the run in this folder from its latest checkpoint.
     #[arg(long, conflicts_with = "config")]
     resume: Option<PathBuf>,
+    /// With --resume: start from this checkpoint (`step-00000120` or a step number) instead of
+    /// the latest, e.g. when the latest is damaged.
+    #[arg(long, requires = "resume", value_name = "CHECKPOINT")]
+    from: Option<String>,
     /// Folder that holds one folder per run.
     #[arg(long, default_value = "runs")]
     runs: PathBuf,
@@ -92,8 +96,13 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("serving Prometheus metrics on {address}"))?;
         eprintln!("metrics: http://{bound}/metrics");
     }
-    let options =
-        TrainOptions { runs_root, resume: cli.resume.is_some(), progress: !cli.quiet, recorder: Some(recorder) };
+    let options = TrainOptions {
+        runs_root,
+        resume: cli.resume.is_some(),
+        from: cli.from.clone(),
+        progress: !cli.quiet,
+        recorder: Some(recorder),
+    };
     let report = choice.run(Train { recipe, options })?;
     let last_loss = report.last_loss.map_or("none".into(), |loss| format!("{loss:.4}"));
     match report.images_per_second {

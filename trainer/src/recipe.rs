@@ -71,9 +71,16 @@ impl Recipe {
             if !(value.is_finite() && value >= 0.0) {
                 return invalid(field, format!("is {value}, expected a finite value ≥ 0"));
             }
+            // Training runs in f32: a value past f32's range becomes infinite there.
+            if !(value as f32).is_finite() {
+                return invalid(field, format!("is {value}, which f32, the precision training runs in, cannot hold"));
+            }
         }
-        if optim.weight_decay.iter().any(|decay| !(decay.is_finite() && *decay >= 0.0)) {
-            return invalid("optim.weight_decay", format!("is {:?}, expected finite values ≥ 0", optim.weight_decay));
+        if optim.weight_decay.iter().any(|decay| !(decay.is_finite() && (*decay as f32).is_finite() && *decay >= 0.0)) {
+            return invalid(
+                "optim.weight_decay",
+                format!("is {:?}, expected values ≥ 0 that f32 can hold", optim.weight_decay),
+            );
         }
         if optim.grad_clip.is_some_and(|limit| limit.is_nan() || limit <= 0.0) {
             return invalid("optim.grad_clip", "must be positive when set".into());

@@ -206,6 +206,7 @@ impl Run {
             let name = file.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
             return Err(RunError::bad(checkpoint.path(), format!("is not a checkpoint of this run (no {name})")));
         }
+        checkpoint::verify(&checkpoint)?;
         Ok(checkpoint)
     }
 

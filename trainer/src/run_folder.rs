@@ -4,9 +4,11 @@
 //! runs/<name>/config.toml                    the resolved config             (train)
 //! runs/<name>/metrics.parquet                one row per optimizer step       (train)
 //! runs/<name>/train.log                      start, resume, checkpoints, end  (train)
+//! runs/<name>/writer.lock                    held by the one process training it (train)
 //! runs/<name>/encoder.safetensors          an imported encoder, instead of checkpoints (probe)
 //! runs/<name>/checkpoints/step-NNNNNNNN/     model.bin, target_encoder.bin (a method with a
-//!                                            teacher), optimizer.bin, state.json (train)
+//!                                            teacher), optimizer.bin, state.json,
+//!                                            digests.json (train)
 //! runs/<name>/features/<split>.parquet       the trained encoder's features   (probe)
 //! runs/<name>/features-random/<split>.parquet  the random-init encoder's     (probe)
 //! runs/<name>/features-context/<split>.parquet the trained student encoder's, for a method
@@ -87,6 +89,60 @@ impl RunFolder {
 
     pub fn log(&self) -> PathBuf {
         self.root.join("train.log")
+    }
+
+    /// The file whose OS lock says which process is writing the run.
+    pub fn writer_lock(&self) -> PathBuf {
+        self.root.join("writer.lock")
+    }
+
+    /// Takes the run for writing: an exclusive OS lock on [`Self::writer_lock`] (creating
+    /// the folder), held until the returned value is dropped or the process ends however it
+    /// ends, so a killed writer never leaves the run locked. A second writer is refused,
+    /// told which process holds it. Checkpoints a killed writer was staging are removed.
+    pub fn lock_for_writing(&self) -> Result<WriterLock, LockError> {
+        std::fs::create_dir_all(&self.root).map_err(ShardError::io(&self.root))?;
+        let path = self.writer_lock();
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(ShardError::io(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = if holder.trim().is_empty() { "a process that has not said which".into() } else { holder };
+                return Err(LockError::Held { run: self.root.clone(), holder: holder.trim().to_string() });
+            }
+            Err(std::fs::TryLockError::Error(source)) => return Err(ShardError::Io { path, source }.into()),
+        }
+        let command: Vec<String> = std::env::args().collect();
+        let holder = format!("process {} (`{}`)", std::process::id(), command.join(" "));
+        use std::io::{Seek, Write};
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(holder.as_bytes()))
+            .map_err(ShardError::io(&path))?;
+        self.remove_staged_checkpoints()?;
+        Ok(WriterLock { _file: file })
+    }
+
+    /// Checkpoint folders left half-written by a writer that was killed (only the holder of
+    /// the writer lock may call this: no other writer can be staging one).
+    fn remove_staged_checkpoints(&self) -> Result<(), ShardError> {
+        let folder = self.checkpoints();
+        let Ok(entries) = std::fs::read_dir(&folder) else { return Ok(()) };
+        for entry in entries {
+            let path = entry.map_err(ShardError::io(&folder))?.path();
+            let staged = path.file_name().and_then(|name| name.to_str()).is_some_and(jepa_shared::atomic::is_temp_name);
+            if staged && path.is_dir() {
+                std::fs::remove_dir_all(&path).map_err(ShardError::io(&path))?;
+            }
+        }
+        Ok(())
     }
 
     /// An encoder imported from elsewhere, in timm's layout: such a run has no checkpoints.
@@ -173,6 +229,23 @@ impl RunFolder {
     pub fn report(&self, file: ReportFile) -> PathBuf {
         self.probe_dir().join(file.name())
     }
+}
+
+/// A run folder held for writing by this process (see [`RunFolder::lock_for_writing`]).
+#[derive(Debug)]
+pub struct WriterLock {
+    _file: std::fs::File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "{}: {holder} is writing this run; wait for it to end or stop it (a second writer would \
+         corrupt its checkpoints)", run.display()
+    )]
+    Held { run: PathBuf, holder: String },
+    #[error(transparent)]
+    Io(#[from] ShardError),
 }
 
 /// The files of a run's report, in `probe/`.
@@ -278,6 +351,11 @@ impl CheckpointFolder {
     /// Step and loader position.
     pub fn state(&self) -> PathBuf {
         self.path.join("state.json")
+    }
+
+    /// The SHA-256 and size of every other file, written with them.
+    pub fn digests(&self) -> PathBuf {
+        self.path.join("digests.json")
     }
 }
 

@@ -55,8 +55,16 @@ pub enum TrainError {
     Loader(#[from] LoaderError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Locked(#[from] crate::run_folder::LockError),
     #[error("{path}: a run is already there; pass --resume {path} to continue it, or choose another name")]
     RunExists { path: PathBuf },
+    #[error(
+        "{error}; {}", newest_good.map_or("no older checkpoint of the run verifies".into(), |step| format!(
+            "resume from the newest good one with --from step-{step:08}"
+        ))
+    )]
+    Damaged { error: CheckpointError, newest_good: Option<u64> },
     #[error("{path}: no checkpoint to resume from")]
     NothingToResume { path: PathBuf },
     #[error(
@@ -64,6 +72,12 @@ pub enum TrainError {
          the last good checkpoint is {}", last_checkpoint.as_ref().map_or("(none)".into(), |path| path.display().to_string())
     )]
     NonFinite { step: u64, loss: f64, last_checkpoint: Option<PathBuf> },
+    #[error(
+        "after step {step}, {} parameter values are not finite (the first in `{}`): training stopped \
+         without saving them; the last good checkpoint is {}",
+        found.values, found.first, last_checkpoint.as_ref().map_or("(none)".into(), |path| path.display().to_string())
+    )]
+    NonFiniteParameters { step: u64, found: crate::finite::NonFinite, last_checkpoint: Option<PathBuf> },
 }
 
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;
@@ -74,6 +88,8 @@ pub struct TrainOptions {
     pub runs_root: PathBuf,
     /// Continue `runs_root/<name>` from its latest checkpoint.
     pub resume: bool,
+    /// Resume from this checkpoint (`step-N`, a step number or a path) instead of the latest.
+    pub from: Option<String>,
     /// Draw a progress bar on stderr.
     pub progress: bool,
     /// Shared with a Prometheus endpoint when one is served.
@@ -121,8 +137,53 @@ fn run<B: AutodiffBackend, M: Method<B>>(
     device: &B::Device,
 ) -> Result<TrainReport> {
     let folder = RunFolder::new(options.runs_root.join(recipe.name()));
+    // One writer per run, for the whole of this call: taken before anything is read, so a
+    // second `train` of the same run is refused before it can touch a file.
+    let (new_folder, new_root) = (!folder.root().exists(), !options.runs_root.exists());
+    let lock = folder.lock_for_writing()?;
+    let result = run_locked(method, recipe, options, device, &folder);
+    if result.is_err() && new_folder && only_the_lock(&folder) {
+        // Nothing was written: leave nothing behind (`remove_dir` keeps a root that has
+        // other runs in it).
+        let _ = std::fs::remove_dir_all(folder.root());
+        if new_root {
+            let _ = std::fs::remove_dir(&options.runs_root);
+        }
+    }
+    drop(lock);
+    result
+}
+
+/// The checkpoint a resume starts from: `from` (a name as `--from` takes it) or the latest,
+/// verified against its digests; a damaged one is refused with the newest that verifies.
+fn resume_point(folder: &RunFolder, latest: CheckpointFolder, from: Option<&str>) -> Result<CheckpointFolder> {
+    let chosen = from.map_or(latest, |name| folder.named_checkpoint(name));
+    match checkpoint::verify(&chosen) {
+        Ok(()) => Ok(chosen),
+        Err(error) => {
+            let before = chosen.step().unwrap_or(u64::MAX);
+            let newest_good = checkpoint::newest_good_before(folder, before)?;
+            Err(TrainError::Damaged { error, newest_good: newest_good.and_then(|good| good.step()) })
+        }
+    }
+}
+
+/// Whether the run folder holds nothing but its writer lock.
+fn only_the_lock(folder: &RunFolder) -> bool {
+    std::fs::read_dir(folder.root())
+        .map(|entries| entries.flatten().all(|entry| entry.path() == folder.writer_lock()))
+        .unwrap_or(false)
+}
+
+fn run_locked<B: AutodiffBackend, M: Method<B>>(
+    method: &M,
+    recipe: Recipe,
+    options: &TrainOptions,
+    device: &B::Device,
+    folder: &RunFolder,
+) -> Result<TrainReport> {
     let resume_from = match (options.resume, folder.latest_checkpoint()?) {
-        (true, Some(checkpoint)) => Some(checkpoint),
+        (true, Some(latest)) => Some(resume_point(folder, latest, options.from.as_deref())?),
         (true, None) => return Err(TrainError::NothingToResume { path: folder.root().to_path_buf() }),
         (false, Some(_)) => return Err(TrainError::RunExists { path: folder.root().to_path_buf() }),
         (false, None) => None,
@@ -156,7 +217,7 @@ fn run<B: AutodiffBackend, M: Method<B>>(
     if let Some(checkpoint) = &resume_from
         && state.step >= last_step
     {
-        return Ok(finished(&folder, checkpoint, &table, state.step));
+        return Ok(finished(folder, checkpoint, &table, state.step));
     }
 
     std::fs::create_dir_all(folder.root()).map_err(|source| ShardError::Io { path: folder.root().into(), source })?;
@@ -242,9 +303,19 @@ fn run<B: AutodiffBackend, M: Method<B>>(
             progress.set_message(format!("loss {:.4}  {:.1} img/s", stats.loss, images as f64 / seconds));
 
             if step.is_multiple_of(recipe.config().checkpoint.every_steps) || step == last_step {
+                // A finite loss can still leave overflowed weights behind: never save them.
+                let found = crate::finite::non_finite(&parts.model)
+                    .or_else(|| parts.target_encoder.as_ref().and_then(crate::finite::non_finite));
+                if let Some(found) = found {
+                    return Err(TrainError::NonFiniteParameters {
+                        step,
+                        found,
+                        last_checkpoint: last_checkpoint.clone(),
+                    });
+                }
                 let state = TrainState { step, loader: loader.position() };
                 table.write_atomically(&folder.metrics())?;
-                let checkpoint = checkpoint::save(&folder, &parts, &state, recipe.config().checkpoint.keep)?;
+                let checkpoint = checkpoint::save(folder, &parts, &state, recipe.config().checkpoint.keep)?;
                 let _ = writeln!(log, "step {step}: loss {:.6}, checkpoint {checkpoint}", stats.loss);
                 last_checkpoint = Some(checkpoint.path().to_path_buf());
             }

@@ -1,0 +1,270 @@
+//! `make test-faults`: what a careful user can do to a run folder, through the real `train`
+//! binary, and what must survive it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const RUN: &str = r#"
+name = "shared"
+seed = 3
+dataset = "unset"
+
+[loader]
+batch_size = 8
+workers = 1
+prefetch_batches = 2
+shuffle_buffer = 32
+
+[encoder]
+preset = "nano"
+image_size_px = 16
+patch_size_px = 4
+channels = 3
+
+[ijepa.masks]
+num_targets = 2
+min_keep = 2
+
+[ijepa.predictor]
+dim = 16
+depth = 1
+heads = 2
+
+[optim]
+epochs = 400
+warmup_epochs = 1
+lr_start = 1e-4
+lr_peak = 1e-3
+lr_final = 1e-5
+
+[checkpoint]
+every_steps = 2
+keep = 2
+"#;
+
+/// A scratch folder with a fixture dataset and the run config above pointing at it.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        jepa_shared::fixture::write_dataset(&dir.path().join("data"), 32, 3, 8, 2).unwrap();
+        let config = RUN.replace("dataset = \"unset\"", &format!("dataset = {:?}", dir.path().join("data")));
+        std::fs::write(dir.path().join("run.toml"), config).unwrap();
+        Self { dir }
+    }
+
+    fn run(&self) -> PathBuf {
+        self.dir.path().join("runs/shared")
+    }
+
+    fn train(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_train"));
+        command.current_dir(self.dir.path()).args(["--device", "cpu", "--quiet"]).args(args);
+        command.env_remove("RUST_BACKTRACE");
+        command
+    }
+
+    fn start(&self, args: &[&str]) -> Child {
+        self.train(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    }
+
+    fn fresh(&self) -> [&'static str; 4] {
+        ["--config", "run.toml", "--runs", "runs"]
+    }
+}
+
+/// Waits until `child` has written its first checkpoint, so it is well inside its run.
+fn wait_for_checkpoint(run: &Path, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !run.join("checkpoints/step-00000002/state.json").exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the first writer ended before its first checkpoint");
+        assert!(Instant::now() < deadline, "no checkpoint after 120 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Every checkpoint under its final name has every file a resume needs (a killed writer's
+/// staging folder aside: the next writer clears it).
+fn assert_complete_checkpoints(run: &Path) {
+    let mut found = 0;
+    for entry in std::fs::read_dir(run.join("checkpoints")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if jepa_shared::atomic::is_temp_name(&name) {
+            continue;
+        }
+        assert!(name.starts_with("step-"), "{name} in checkpoints/");
+        for file in ["model.bin", "target_encoder.bin", "optimizer.bin", "state.json", "digests.json"] {
+            assert!(path.join(file).is_file(), "{}: no {file}", path.display());
+        }
+        found += 1;
+    }
+    assert!(found > 0, "no checkpoint in {}", run.display());
+}
+
+#[test]
+fn a_second_writer_is_refused_and_the_first_run_survives() {
+    let scratch = Scratch::new();
+    let run = scratch.run();
+    let mut first = scratch.start(&scratch.fresh());
+    wait_for_checkpoint(&run, &mut first);
+    let config_before = std::fs::read_to_string(run.join("config.toml")).unwrap();
+
+    // The same run started again, and resumed with another learning rate, while it trains.
+    let again = scratch.train(&scratch.fresh()).output().unwrap();
+    let resumed = scratch.train(&["--resume", "runs/shared", "--set", "optim.lr_peak=5e-3"]).output().unwrap();
+    let pid = first.id().to_string();
+    for (what, output) in [("a second fresh start", &again), ("a resume", &resumed)] {
+        let message = stderr(output);
+        assert!(!output.status.success(), "{what} ran beside the first writer: {message}");
+        assert!(
+            message.contains("is writing this run") && message.contains(&format!("process {pid}")),
+            "{what} does not name the writer: {message}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(run.join("config.toml")).unwrap(), config_before, "config.toml rewritten");
+
+    // The first writer, killed mid-run, leaves checkpoints that resume.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_complete_checkpoints(&run);
+    let resume = scratch.train(&["--resume", "runs/shared", "--set", "optim.max_steps=3"]).output().unwrap();
+    assert!(resume.status.success(), "{}", stderr(&resume));
+    assert_no_staging(&run);
+}
+
+/// Nothing staged is left in the run's checkpoints.
+fn assert_no_staging(run: &Path) {
+    for entry in std::fs::read_dir(run.join("checkpoints")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!jepa_shared::atomic::is_temp_name(&name), "{name} left in checkpoints/");
+    }
+}
+
+#[test]
+fn a_checkpoint_a_killed_writer_was_staging_is_cleared_by_the_next() {
+    let scratch = Scratch::new();
+    let run = scratch.run();
+    let short =
+        scratch.train(&["--config", "run.toml", "--runs", "runs", "--set", "optim.max_steps=2"]).output().unwrap();
+    assert!(short.status.success(), "{}", stderr(&short));
+    // What a writer killed while saving step 4 leaves, under its own process's name.
+    let staged = run.join("checkpoints/step-00000004.tmp-999999");
+    std::fs::create_dir_all(&staged).unwrap();
+    std::fs::write(staged.join("optimizer.bin"), b"half").unwrap();
+    let resumed = scratch.train(&["--resume", "runs/shared", "--set", "optim.max_steps=4"]).output().unwrap();
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(!staged.exists(), "the staged checkpoint is still there");
+    assert_no_staging(&run);
+    assert_complete_checkpoints(&run);
+}
+
+#[test]
+fn a_refused_first_start_leaves_no_run_folder() {
+    let scratch = Scratch::new();
+    // A dataset that is not there: refused before anything is written.
+    let output =
+        scratch.train(&["--config", "run.toml", "--runs", "runs", "--set", "dataset=\"nowhere\""]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(!scratch.run().exists(), "{} left behind: {}", scratch.run().display(), stderr(&output));
+}
+
+/// Trains the shared run to step 6 (checkpoints at 4 and 6 kept), then damages step 6's
+/// `model.bin` with `damage`, and checks that neither resume nor the probe's loading trusts
+/// it, that the message names the file and the newest good checkpoint, and that resuming
+/// from that one works.
+fn damaged_checkpoint_is_refused(damage: impl FnOnce(&Path)) {
+    let scratch = Scratch::new();
+    let run = scratch.run();
+    let trained =
+        scratch.train(&["--config", "run.toml", "--runs", "runs", "--set", "optim.max_steps=6"]).output().unwrap();
+    assert!(trained.status.success(), "{}", stderr(&trained));
+    let model = run.join("checkpoints/step-00000006/model.bin");
+    damage(&model);
+
+    let resumed = scratch.train(&["--resume", "runs/shared", "--set", "optim.max_steps=8"]).output().unwrap();
+    let message = stderr(&resumed);
+    assert!(!resumed.status.success(), "resumed from a damaged checkpoint: {message}");
+    assert!(
+        message.contains("checkpoints/step-00000006/model.bin") && message.contains("--from step-00000004"),
+        "the message names neither the file nor the good checkpoint: {message}"
+    );
+    // The probe's loading refuses it too, naming the file.
+    let opened = jepa_trainer::Run::open(&run).unwrap();
+    let error = opened.checkpoint(None).unwrap_err().to_string();
+    assert!(error.contains("model.bin") && error.contains("damaged"), "{error}");
+
+    let from = scratch
+        .train(&["--resume", "runs/shared", "--from", "step-00000004", "--set", "optim.max_steps=8"])
+        .output()
+        .unwrap();
+    assert!(from.status.success(), "{}", stderr(&from));
+    assert_complete_checkpoints(&run);
+}
+
+#[test]
+fn a_checkpoint_with_flipped_bytes_is_refused_and_the_previous_one_offered() {
+    damaged_checkpoint_is_refused(|model| {
+        let mut bytes = std::fs::read(model).unwrap();
+        let middle = bytes.len() / 2;
+        for byte in &mut bytes[middle..middle + 400] {
+            *byte ^= 0x5a;
+        }
+        std::fs::write(model, bytes).unwrap();
+    });
+}
+
+#[test]
+fn a_truncated_checkpoint_is_refused_and_the_previous_one_offered() {
+    damaged_checkpoint_is_refused(|model| {
+        let bytes = std::fs::read(model).unwrap();
+        std::fs::write(model, &bytes[..bytes.len() / 3]).unwrap();
+    });
+}
+
+#[test]
+fn a_learning_rate_past_f32_is_refused_before_any_work() {
+    let scratch = Scratch::new();
+    let output =
+        scratch.train(&["--config", "run.toml", "--runs", "runs", "--set", "optim.lr_peak=1e300"]).output().unwrap();
+    let message = stderr(&output);
+    assert!(!output.status.success(), "trained at 1e300: {message}");
+    assert!(message.contains("optim.lr_peak") && message.contains("f32"), "{message}");
+    assert!(!scratch.run().exists(), "{} left behind", scratch.run().display());
+}
+
+#[test]
+fn overflowed_weights_are_never_saved() {
+    let scratch = Scratch::new();
+    // Each setting fits f32, but the first update's weight decay (1 - lr × decay = -1e40)
+    // overflows the weights, while that step's loss, computed before it, is finite.
+    let sets = [
+        "optim.lr_start=1e10",
+        "optim.lr_peak=1e10",
+        "optim.warmup_epochs=0",
+        "optim.weight_decay=[1e30, 1e30]",
+        "checkpoint.every_steps=1",
+    ];
+    let mut args = vec!["--config", "run.toml", "--runs", "runs"];
+    for set in &sets {
+        args.extend(["--set", set]);
+    }
+    let output = scratch.train(&args).output().unwrap();
+    let message = stderr(&output);
+    assert!(!output.status.success(), "{message}");
+    assert!(
+        message.contains("parameter values are not finite") && message.contains("the last good checkpoint is (none)"),
+        "{message}"
+    );
+    let checkpoints = scratch.run().join("checkpoints");
+    let saved = std::fs::read_dir(&checkpoints).map(|entries| entries.count()).unwrap_or(0);
+    assert_eq!(saved, 0, "a checkpoint of overflowed weights was written");
+}
