@@ -164,6 +164,22 @@ impl Recipe {
         self.config.to_toml()
     }
 
+    /// The first field that makes `other` a different run from this one, with its value in
+    /// each: the method and its section, the encoder's geometry, the seed or the dataset.
+    /// What may change when a run resumes (steps, epochs, checkpoint cadence, loader
+    /// threads) is not compared.
+    pub fn identity_change(&self, other: &Recipe) -> Option<(String, String, String)> {
+        let parse = |recipe: &Recipe| recipe.to_toml().parse::<toml::Table>().expect("a resolved config is TOML");
+        let (mine, theirs) = (parse(self), parse(other));
+        let method = self.config.method.clone();
+        for key in ["method", "seed", "dataset", "encoder", method.as_str()] {
+            if let Some(found) = first_difference(key, mine.get(key), theirs.get(key)) {
+                return Some(found);
+            }
+        }
+        None
+    }
+
     /// What the loader needs: the run's `[loader]`, the encoder's image geometry, the
     /// method's views and the run's seed.
     pub fn loader_config(&self) -> LoaderConfig {
@@ -201,4 +217,17 @@ fn loader_config(config: &RunConfig, encoder: &VitConfig, method: &dyn MethodInf
     let loader =
         LoaderConfig::new(config.loader.clone(), encoder.image_size_px as u32, encoder.channels as u8, config.seed);
     LoaderConfig { views: method.views(), ..loader }
+}
+
+/// The first leaf (by dotted path under `path`) where `a` and `b` differ, with both values.
+fn first_difference(path: &str, a: Option<&toml::Value>, b: Option<&toml::Value>) -> Option<(String, String, String)> {
+    let show = |value: Option<&toml::Value>| value.map_or("(none)".to_string(), |value| value.to_string());
+    match (a, b) {
+        (Some(toml::Value::Table(a)), Some(toml::Value::Table(b))) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            keys.into_iter().find_map(|key| first_difference(&format!("{path}.{key}"), a.get(key), b.get(key)))
+        }
+        (a, b) if a == b => None,
+        (a, b) => Some((path.to_string(), show(a), show(b))),
+    }
 }

@@ -65,6 +65,11 @@ pub enum TrainError {
         ))
     )]
     Damaged { error: CheckpointError, newest_good: Option<u64> },
+    #[error(
+        "{}: the run was started with {field} = {was}, and resuming with {field} = {now} would make it \
+         another run; resume it as it is, or start a new run under another name", path.display()
+    )]
+    IdentityChange { path: PathBuf, field: String, was: String, now: String },
     #[error("{path}: no checkpoint to resume from")]
     NothingToResume { path: PathBuf },
     #[error(
@@ -183,7 +188,16 @@ fn run_locked<B: AutodiffBackend, M: Method<B>>(
     folder: &RunFolder,
 ) -> Result<TrainReport> {
     let resume_from = match (options.resume, folder.latest_checkpoint()?) {
-        (true, Some(latest)) => Some(resume_point(folder, latest, options.from.as_deref())?),
+        (true, Some(latest)) => {
+            // The run resumes as the run it is: another method, encoder, seed or dataset
+            // would load into the wrong shapes, or train a different run under its name.
+            if let Ok(saved) = Recipe::load(&folder.config(), &[])
+                && let Some((field, was, now)) = saved.identity_change(&recipe)
+            {
+                return Err(TrainError::IdentityChange { path: folder.config(), field, was, now });
+            }
+            Some(resume_point(folder, latest, options.from.as_deref())?)
+        }
         (true, None) => return Err(TrainError::NothingToResume { path: folder.root().to_path_buf() }),
         (false, Some(_)) => return Err(TrainError::RunExists { path: folder.root().to_path_buf() }),
         (false, None) => None,

@@ -268,3 +268,33 @@ fn overflowed_weights_are_never_saved() {
     let saved = std::fs::read_dir(&checkpoints).map(|entries| entries.count()).unwrap_or(0);
     assert_eq!(saved, 0, "a checkpoint of overflowed weights was written");
 }
+
+#[test]
+fn a_resume_that_would_change_the_run_is_refused_naming_the_field() {
+    let scratch = Scratch::new();
+    let run = scratch.run();
+    let trained =
+        scratch.train(&["--config", "run.toml", "--runs", "runs", "--set", "optim.max_steps=2"]).output().unwrap();
+    assert!(trained.status.success(), "{}", stderr(&trained));
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    for (set, field) in [
+        ("method=\"mae\"", "method"),
+        ("encoder.preset=\"micro\"", "encoder.preset"),
+        ("seed=7", "seed"),
+        ("ijepa.predictor.depth=2", "ijepa.predictor.depth"),
+    ] {
+        let output =
+            scratch.train(&["--resume", "runs/shared", "--set", set, "--set", "optim.max_steps=4"]).output().unwrap();
+        let message = stderr(&output);
+        assert!(!output.status.success(), "resumed with {set}: {message}");
+        assert!(message.contains(&format!("started with {field} = ")), "{set}: {message}");
+        assert!(!message.contains("panicked"), "{set}: {message}");
+        assert_eq!(std::fs::read_to_string(run.join("config.toml")).unwrap(), config, "{set} rewrote config.toml");
+    }
+    // What may change does.
+    let more = scratch
+        .train(&["--resume", "runs/shared", "--set", "optim.max_steps=4", "--set", "checkpoint.keep=3"])
+        .output()
+        .unwrap();
+    assert!(more.status.success(), "{}", stderr(&more));
+}
