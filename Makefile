@@ -249,7 +249,7 @@ check-gpu:
 
 lint:
 	$(CARGO) fmt --check
-	$(CARGO) clippy --workspace --all-targets $(TEST_FEATURES) --test wgpu --test stl10_smoke -- -D warnings
+	$(CARGO) clippy --workspace --all-targets $(TEST_FEATURES) --test wgpu --test stl10_smoke --test faults -- -D warnings
 
 bench: bench-ingest bench-loader bench-train bench-probe
 

@@ -470,6 +470,159 @@ impl FeatureArgs {
     }
 }
 
+/// Option checks, run before any work: each names its option and the range it takes.
+fn at_least_one(option: &str, value: usize) -> anyhow::Result<()> {
+    if value == 0 {
+        bail!("{option} is 0, expected at least 1");
+    }
+    Ok(())
+}
+
+fn positive(option: &str, value: f64) -> anyhow::Result<()> {
+    if !(value.is_finite() && value > 0.0) {
+        bail!("{option} is {value}, expected a finite value > 0");
+    }
+    Ok(())
+}
+
+fn non_negative(option: &str, value: f64) -> anyhow::Result<()> {
+    if !(value.is_finite() && value >= 0.0) {
+        bail!("{option} is {value}, expected a finite value ≥ 0");
+    }
+    Ok(())
+}
+
+fn each(option: &str, values: &[f64], check: fn(&str, f64) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    if values.is_empty() {
+        bail!("{option} is empty, expected at least one value");
+    }
+    values.iter().try_for_each(|&value| check(option, value))
+}
+
+impl FeatureArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        at_least_one("--layers", self.layers)?;
+        at_least_one("--batch-size", self.batch_size)?;
+        self.threads.map_or(Ok(()), |threads| at_least_one("--threads", threads))
+    }
+}
+
+impl LinearArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        each("--learning-rates", &self.learning_rates, positive)?;
+        each("--weight-decays", &self.weight_decays, non_negative)?;
+        at_least_one("--epochs", self.epochs)?;
+        if !(self.validation_fraction > 0.0 && self.validation_fraction < 1.0) {
+            bail!(
+                "--validation-fraction is {}, expected a share of train strictly between 0 and 1",
+                self.validation_fraction
+            );
+        }
+        Ok(())
+    }
+}
+
+impl KnnArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        at_least_one("--k", self.k)?;
+        positive("--temperature", f64::from(self.temperature))
+    }
+}
+
+impl SeedArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        at_least_one("--seed-epochs", self.seed_epochs)?;
+        at_least_one("--seed-micro-batch", self.seed_micro_batch)
+    }
+}
+
+impl FinetuneArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        each("--finetune-learning-rates", &self.finetune_learning_rates, non_negative)?;
+        at_least_one("--finetune-epochs", self.finetune_epochs)?;
+        at_least_one("--finetune-batch-size", self.finetune_batch_size)?;
+        if let Some(images) = self.finetune_train_images {
+            at_least_one("--finetune-train-images", images)?;
+        }
+        non_negative("--finetune-weight-decay", self.finetune_weight_decay)?;
+        positive("--finetune-head-lr-scale", self.finetune_head_lr_scale)
+    }
+}
+
+impl EvaluateArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        self.features.check()?;
+        self.linear.check()?;
+        self.knn.check()
+    }
+}
+
+/// Protocol names against the dataset the run reads (or `--dataset`), before any work; a
+/// run that does not exist yet (an import) is checked when it is made.
+fn check_protocols(run: &RunArgs, protocols: &[String]) -> anyhow::Result<()> {
+    if protocols.is_empty() {
+        return Ok(());
+    }
+    let dataset = match (&run.dataset, Run::open(&run.run)) {
+        (Some(dataset), _) => dataset.clone(),
+        (None, Ok(opened)) => opened.recipe.dataset().to_path_buf(),
+        (None, Err(_)) => return Ok(()),
+    };
+    let Some(manifest) = jepa_shared::Manifest::read(&dataset)? else { return Ok(()) };
+    for name in protocols {
+        jepa_probe::protocol::named(&manifest, name)?;
+    }
+    Ok(())
+}
+
+impl Command {
+    /// Every option of the command checked, before a file is read or written.
+    fn check(&self) -> anyhow::Result<()> {
+        match self {
+            Command::Features { features, .. } => features.check(),
+            Command::Linear { probe, linear, seed, .. } => {
+                linear.check()?;
+                seed.check()?;
+                check_protocols(&probe.run, &probe.protocols)
+            }
+            Command::Knn { probe, knn } => {
+                knn.check()?;
+                check_protocols(&probe.run, &probe.protocols)
+            }
+            Command::Finetune { probe, finetune, seed, .. } => {
+                finetune.check()?;
+                seed.check()?;
+                check_protocols(&probe.run, &probe.protocols)
+            }
+            Command::Compare { runs, evaluate, finetune, .. } => {
+                evaluate.check()?;
+                finetune.check()?;
+                for run in runs {
+                    let args = RunArgs { run: run.clone(), dataset: None, quiet: true };
+                    check_protocols(&args, &evaluate.protocols)?;
+                }
+                Ok(())
+            }
+            Command::Sweep { runs, evaluate, .. } => {
+                evaluate.check()?;
+                for run in runs {
+                    let args = RunArgs { run: run.clone(), dataset: None, quiet: true };
+                    check_protocols(&args, &evaluate.protocols)?;
+                }
+                Ok(())
+            }
+            Command::All { run, evaluate, .. } => {
+                evaluate.check()?;
+                check_protocols(run, &evaluate.protocols)
+            }
+            Command::Reconstruct { images, .. } | Command::Masks { images, .. } => at_least_one("--images", *images),
+            Command::Export { .. } | Command::SeedTable { .. } | Command::Figures { .. } | Command::Report { .. } => {
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Opens a run folder, with a note for every field its config holds in an older place.
 fn open_root(root: &std::path::Path) -> anyhow::Result<Run> {
     let run = Run::open(root)?;
@@ -481,6 +634,7 @@ fn open_root(root: &std::path::Path) -> anyhow::Result<Run> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    cli.command.check()?;
     match cli.command {
         Command::Linear { probe: args, recipe, linear, seed } => {
             let settings = match recipe {
