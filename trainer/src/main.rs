@@ -7,6 +7,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 use burn::tensor::backend::AutodiffBackend;
@@ -53,6 +55,9 @@ struct Cli {
     quiet: bool,
 }
 
+/// The exit status of a run stopped by a signal, as shells report one stopped by SIGINT.
+const INTERRUPTED: i32 = 130;
+
 /// Training, generic over the backend the device runs.
 struct Train {
     recipe: Recipe,
@@ -96,14 +101,29 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("serving Prometheus metrics on {address}"))?;
         eprintln!("metrics: http://{bound}/metrics");
     }
+    // Ctrl-C (or SIGTERM) stops at the next step boundary with a checkpoint; a second one
+    // stops at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, INTERRUPTED, Arc::clone(&stop))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
     let options = TrainOptions {
         runs_root,
         resume: cli.resume.is_some(),
         from: cli.from.clone(),
         progress: !cli.quiet,
         recorder: Some(recorder),
+        stop: Some(stop),
     };
-    let report = choice.run(Train { recipe, options })?;
+    let report = match choice.run(Train { recipe, options }) {
+        Ok(report) => report,
+        Err(error @ TrainError::Interrupted { .. }) => {
+            eprintln!("{error}");
+            std::process::exit(INTERRUPTED);
+        }
+        Err(error) => return Err(error.into()),
+    };
     let last_loss = report.last_loss.map_or("none".into(), |loss| format!("{loss:.4}"));
     match report.images_per_second {
         Some(rate) => println!(

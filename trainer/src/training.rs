@@ -14,6 +14,8 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
@@ -70,6 +72,11 @@ pub enum TrainError {
          another run; resume it as it is, or start a new run under another name", path.display()
     )]
     IdentityChange { path: PathBuf, field: String, was: String, now: String },
+    #[error(
+        "interrupted after step {step}; checkpoint {} written, `train --resume {}` continues the run",
+        checkpoint.display(), run.display()
+    )]
+    Interrupted { step: u64, run: PathBuf, checkpoint: PathBuf },
     #[error("{path}: no checkpoint to resume from")]
     NothingToResume { path: PathBuf },
     #[error(
@@ -97,6 +104,8 @@ pub struct TrainOptions {
     pub from: Option<String>,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// Set (by a signal handler) to stop at the next step boundary with a checkpoint.
+    pub stop: Option<Arc<AtomicBool>>,
     /// Shared with a Prometheus endpoint when one is served.
     pub recorder: Option<StepRecorder>,
 }
@@ -316,7 +325,9 @@ fn run_locked<B: AutodiffBackend, M: Method<B>>(
             progress.set_position(step);
             progress.set_message(format!("loss {:.4}  {:.1} img/s", stats.loss, images as f64 / seconds));
 
-            if step.is_multiple_of(recipe.config().checkpoint.every_steps) || step == last_step {
+            // Asked to stop (SIGINT, SIGTERM): at this step boundary, with a checkpoint.
+            let interrupted = options.stop.as_ref().is_some_and(|stop| stop.load(Ordering::SeqCst));
+            if step.is_multiple_of(recipe.config().checkpoint.every_steps) || step == last_step || interrupted {
                 // A finite loss can still leave overflowed weights behind: never save them.
                 let found = crate::finite::non_finite(&parts.model)
                     .or_else(|| parts.target_encoder.as_ref().and_then(crate::finite::non_finite));
@@ -332,6 +343,10 @@ fn run_locked<B: AutodiffBackend, M: Method<B>>(
                 let checkpoint = checkpoint::save(folder, &parts, &state, recipe.config().checkpoint.keep)?;
                 let _ = writeln!(log, "step {step}: loss {:.6}, checkpoint {checkpoint}", stats.loss);
                 last_checkpoint = Some(checkpoint.path().to_path_buf());
+            }
+            if interrupted && step < last_step {
+                let checkpoint = last_checkpoint.clone().expect("written above");
+                return Err(TrainError::Interrupted { step, run: folder.root().to_path_buf(), checkpoint });
             }
         }
         Ok(())

@@ -298,3 +298,42 @@ fn a_resume_that_would_change_the_run_is_refused_naming_the_field() {
         .unwrap();
     assert!(more.status.success(), "{}", stderr(&more));
 }
+
+#[test]
+fn sigint_stops_at_a_step_boundary_with_a_checkpoint_a_log_line_and_status_130() {
+    let scratch = Scratch::new();
+    let run = scratch.run();
+    let mut child =
+        scratch.start(&["--config", "run.toml", "--runs", "runs", "--set", "checkpoint.every_steps=100000"]);
+    // Inside its training loop once its lock names it and its first steps are in the log.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(run.join("writer.lock")).map_or(true, |holder| holder.is_empty())
+        || !run.join("train.log").exists()
+    {
+        assert!(child.try_wait().unwrap().is_none() && Instant::now() < deadline, "the run did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().unwrap();
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(130), "{message}");
+    let step: u64 = message
+        .split("interrupted after step ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|step| step.parse().ok())
+        .unwrap_or_else(|| panic!("no step in: {message}"));
+    assert!(step >= 1, "{message}");
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    assert!(log.lines().last().unwrap().contains(&format!("interrupted after step {step}")), "{log}");
+    assert!(run.join(format!("checkpoints/step-{step:08}/digests.json")).is_file(), "no checkpoint at step {step}");
+    assert_complete_checkpoints(&run);
+
+    let max_steps = format!("optim.max_steps={}", step + 2);
+    let resumed = scratch.train(&["--resume", "runs/shared", "--set", &max_steps]).output().unwrap();
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    assert!(log.contains(&format!("resumed at step {step} of {}", step + 2)), "{log}");
+}
