@@ -38,7 +38,12 @@ fn scratch() -> (tempfile::TempDir, RunFolder) {
     writer.commit("toy", source, vec!["a".into(), "b".into()]).unwrap();
     let recipe = Recipe::load(
         Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/demo-fashion.toml")),
-        &[format!("dataset={:?}", dataset.display().to_string()), "name=\"run\"".into()],
+        &[
+            format!("dataset={:?}", dataset.display().to_string()),
+            "name=\"run\"".into(),
+            "data.pixel_mean=[0.5]".into(),
+            "data.pixel_std=[0.25]".into(),
+        ],
     )
     .unwrap();
     let folder = RunFolder::new(dir.path().join("run"));
@@ -86,4 +91,48 @@ fn every_option_out_of_range_is_refused_before_any_work() {
         let features = std::fs::read(folder.features(jepa_trainer::EncoderKind::Pretrained, "train")).unwrap();
         assert_eq!(features, b"earlier work", "probe {args:?} touched the features");
     }
+}
+
+#[test]
+fn a_shard_with_a_flipped_bit_is_refused_by_the_probe() {
+    let (dir, folder) = scratch();
+    let mut shards: Vec<std::path::PathBuf> = Vec::new();
+    let mut pending = vec![dir.path().join("data")];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "parquet") {
+                shards.push(path);
+            }
+        }
+    }
+    shards.sort();
+    let shard = shards.iter().find(|path| path.to_string_lossy().contains("train")).expect("a train shard");
+    let mut bytes = std::fs::read(shard).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(shard, bytes).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_probe"))
+        .args([
+            "features",
+            "--encoder",
+            "random",
+            "--run",
+            folder.root().to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--quiet",
+        ])
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "probed a damaged shard: {message}");
+    assert!(message.contains("checksum mismatch") && message.contains(&*shard.to_string_lossy()), "{message}");
+    assert!(
+        !folder.features(jepa_trainer::EncoderKind::Random, "train").exists(),
+        "features written from a damaged shard"
+    );
 }

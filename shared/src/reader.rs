@@ -89,11 +89,13 @@ impl Dataset {
         Ok(())
     }
 
-    /// Every row group of a split, in manifest order, one at a time.
+    /// Every row group of a split, in manifest order, one at a time; each file is checked
+    /// against its manifest SHA-256 before it is read, as the training loader does.
     pub fn row_groups<'a>(&'a self, split: &str) -> Result<impl Iterator<Item = Result<ImageBatch>> + 'a> {
         let files = &self.split(split)?.files;
         Ok(files.iter().flat_map(move |file| {
-            let groups: Box<dyn Iterator<Item = Result<ImageBatch>>> = match self.open_shard(file) {
+            let opened = self.verify_file(file).and_then(|()| self.open_shard(file));
+            let groups: Box<dyn Iterator<Item = Result<ImageBatch>>> = match opened {
                 Ok(reader) => Box::new((0..reader.num_row_groups()).map(move |group| reader.read_row_group(group))),
                 Err(error) => Box::new(std::iter::once(Err(error))),
             };
