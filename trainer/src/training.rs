@@ -156,9 +156,11 @@ fn run<B: AutodiffBackend, M: Method<B>>(
     let (new_folder, new_root) = (!folder.root().exists(), !options.runs_root.exists());
     let lock = folder.lock_for_writing()?;
     let result = run_locked(method, recipe, options, device, &folder);
-    if result.is_err() && new_folder && only_the_lock(&folder) {
-        // Nothing was written: leave nothing behind (`remove_dir` keeps a root that has
-        // other runs in it).
+    let nothing_kept = || only_the_lock(&folder) || matches!(folder.latest_checkpoint(), Ok(None));
+    if result.is_err() && new_folder && nothing_kept() {
+        // A new run that failed before its first checkpoint (a shard failing its checksum
+        // once the loader reaches it, say) has nothing to resume: leave nothing behind
+        // (`remove_dir` keeps a root that has other runs in it).
         let _ = std::fs::remove_dir_all(folder.root());
         if new_root {
             let _ = std::fs::remove_dir(&options.runs_root);

@@ -337,3 +337,42 @@ fn sigint_stops_at_a_step_boundary_with_a_checkpoint_a_log_line_and_status_130()
     let log = std::fs::read_to_string(run.join("train.log")).unwrap();
     assert!(log.contains(&format!("resumed at step {step} of {}", step + 2)), "{log}");
 }
+
+#[test]
+fn a_new_run_stopped_by_a_damaged_shard_leaves_no_folder() {
+    let scratch = Scratch::new();
+    let mut shards = Vec::new();
+    let mut pending = vec![scratch.dir.path().join("data")];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "parquet") {
+                shards.push(path);
+            }
+        }
+    }
+    shards.sort();
+    let shard = shards.last().expect("a shard");
+    let mut bytes = std::fs::read(shard).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(shard, bytes).unwrap();
+    // Pixel statistics given, so the shards are first read by the loader, after the run's
+    // config and log are written; its only checkpoint would be at the end.
+    let sets = [
+        "optim.max_steps=8",
+        "checkpoint.every_steps=1000",
+        "data.pixel_mean=[0.5, 0.5, 0.5]",
+        "data.pixel_std=[0.25, 0.25, 0.25]",
+    ];
+    let mut args = vec!["--config", "run.toml", "--runs", "runs"];
+    for set in &sets {
+        args.extend(["--set", set]);
+    }
+    let output = scratch.train(&args).output().unwrap();
+    let message = stderr(&output);
+    assert!(!output.status.success() && message.contains("checksum mismatch"), "{message}");
+    assert!(!scratch.run().exists(), "{} left behind: {message}", scratch.run().display());
+}
