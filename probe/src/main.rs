@@ -625,7 +625,9 @@ impl Command {
 
 /// Opens a run folder, with a note for every field its config holds in an older place.
 fn open_root(root: &std::path::Path) -> anyhow::Result<Run> {
-    let run = Run::open(root)?;
+    let mut run = Run::open(root)?;
+    // One checkpoint for the whole command, held against pruning, even while the run trains.
+    run.pin_latest()?;
     for note in run.recipe.notes() {
         eprintln!("note: {}: {note}", run.folder.config().display());
     }

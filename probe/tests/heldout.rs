@@ -44,7 +44,7 @@ fn named_run(folder: &Path, dataset: &Path, name: &str) -> Run {
         &[format!("dataset=\"{}\"", dataset.display()), format!("name=\"{name}\"")],
     )
     .unwrap();
-    Run { folder: RunFolder::new(folder.join(name)), recipe }
+    Run { folder: RunFolder::new(folder.join(name)), recipe, pinned: None }
 }
 
 /// Three noisy classes in 5-D.

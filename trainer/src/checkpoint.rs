@@ -144,9 +144,15 @@ pub fn save<B: AutodiffBackend, M: AutodiffModule<B>>(
         jepa_shared::atomic::write_bytes(&temp.state(), &state_json)?;
         write_digests(&temp)
     })?;
-    let mut existing = run.list_checkpoints()?;
-    while existing.len() > keep.max(1) {
-        let oldest = existing.remove(0);
+    let existing = run.list_checkpoints()?;
+    let surplus = existing.len().saturating_sub(keep.max(1));
+    for oldest in &existing[..surplus] {
+        // A reader (probe, export) pinning it holds a shared lock on its digests: it stays
+        // until a later checkpoint finds it free.
+        let held = std::fs::File::open(oldest.digests()).ok();
+        if held.as_ref().is_some_and(|file| file.try_lock().is_err()) {
+            continue;
+        }
         std::fs::remove_dir_all(oldest.path())
             .map_err(|source| ShardError::Io { path: oldest.path().to_path_buf(), source })?;
     }

@@ -69,6 +69,16 @@ pub struct Run {
     pub folder: RunFolder,
     /// The resolved recipe (pixel statistics filled in).
     pub recipe: Recipe,
+    /// The checkpoint "the latest" means for this reader, once pinned ([`Run::pin_latest`]).
+    pub pinned: Option<PinnedCheckpoint>,
+}
+
+/// A checkpoint a reader holds: a shared OS lock on its `digests.json`, which the trainer's
+/// pruning respects, for as long as a clone of this value lives.
+#[derive(Debug, Clone)]
+pub struct PinnedCheckpoint {
+    pub checkpoint: CheckpointFolder,
+    _hold: Option<std::sync::Arc<std::fs::File>>,
 }
 
 impl Run {
@@ -78,7 +88,37 @@ impl Run {
         if !config.exists() {
             return Err(RunError::bad(&config, "missing: not a run folder written by `train`"));
         }
-        Ok(Self { recipe: Recipe::load(&config, &[])?, folder })
+        Ok(Self { recipe: Recipe::load(&config, &[])?, folder, pinned: None })
+    }
+
+    /// Fixes "the latest checkpoint" to the one that is latest now, for every encoder this
+    /// reader loads, and keeps the trainer from pruning it until the reader ends: a run
+    /// still training moves its latest, and one evaluation must not mix steps. A run with
+    /// no checkpoint (an import) has nothing to pin.
+    pub fn pin_latest(&mut self) -> Result<(), RunError> {
+        if self.is_imported() {
+            return Ok(());
+        }
+        let Some(checkpoint) = self.folder.latest_checkpoint()? else { return Ok(()) };
+        let digests = checkpoint.digests();
+        // A checkpoint written before digests were kept has no file to hold.
+        let hold = match std::fs::File::open(&digests) {
+            Ok(file) => {
+                match file.try_lock_shared() {
+                    Ok(()) => {}
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        return Err(RunError::bad(checkpoint.path(), "is being removed by the trainer; try again"));
+                    }
+                    Err(std::fs::TryLockError::Error(source)) => {
+                        return Err(ShardError::Io { path: digests, source }.into());
+                    }
+                }
+                Some(std::sync::Arc::new(file))
+            }
+            Err(_) => None,
+        };
+        self.pinned = Some(PinnedCheckpoint { checkpoint, _hold: hold });
+        Ok(())
     }
 
     /// Makes `root` the run folder of the encoder in `file`, evaluated on `dataset`: its
@@ -177,7 +217,7 @@ impl Run {
         }
         crate::portable::write(&encoder, &info, &folder.imported_encoder())?;
         jepa_shared::atomic::write_bytes(&folder.config(), recipe.to_toml().as_bytes())?;
-        Ok(Self { folder, recipe })
+        Ok(Self { folder, recipe, pinned: None })
     }
 
     /// Whether this run's encoder was imported from a file rather than trained here.
@@ -194,9 +234,10 @@ impl Run {
                 "holds an imported encoder (encoder.safetensors), not checkpoints of a training run",
             ));
         }
-        let checkpoint = match name {
-            Some(name) => self.folder.named_checkpoint(name),
-            None => self
+        let checkpoint = match (name, &self.pinned) {
+            (Some(name), _) => self.folder.named_checkpoint(name),
+            (None, Some(pinned)) => pinned.checkpoint.clone(),
+            (None, None) => self
                 .folder
                 .latest_checkpoint()?
                 .ok_or_else(|| RunError::bad(&self.folder.checkpoints(), "holds no checkpoint: train the run first"))?,

@@ -376,3 +376,29 @@ fn a_new_run_stopped_by_a_damaged_shard_leaves_no_folder() {
     assert!(!output.status.success() && message.contains("checksum mismatch"), "{message}");
     assert!(!scratch.run().exists(), "{} left behind: {message}", scratch.run().display());
 }
+
+#[test]
+fn a_reader_pins_one_checkpoint_that_pruning_leaves_until_it_ends() {
+    let scratch = Scratch::new();
+    let run = scratch.run();
+    let first =
+        scratch.train(&["--config", "run.toml", "--runs", "runs", "--set", "optim.max_steps=2"]).output().unwrap();
+    assert!(first.status.success(), "{}", stderr(&first));
+    let mut reader = jepa_trainer::Run::open(&run).unwrap();
+    reader.pin_latest().unwrap();
+    let pinned = reader.checkpoint(None).unwrap();
+    assert_eq!(pinned.step(), Some(2));
+
+    // The run trains on, keeping 2 checkpoints: step 2 would be pruned at step 6.
+    let more = scratch.train(&["--resume", "runs/shared", "--set", "optim.max_steps=8"]).output().unwrap();
+    assert!(more.status.success(), "{}", stderr(&more));
+    assert!(pinned.path().join("model.bin").is_file(), "the pinned checkpoint was pruned under its reader");
+    assert_eq!(reader.checkpoint(None).unwrap(), pinned, "the reader's latest moved");
+    assert_eq!(jepa_trainer::Run::open(&run).unwrap().checkpoint(None).unwrap().step(), Some(8));
+
+    // Once the reader ends, the next checkpoint prunes it.
+    drop(reader);
+    let last = scratch.train(&["--resume", "runs/shared", "--set", "optim.max_steps=10"]).output().unwrap();
+    assert!(last.status.success(), "{}", stderr(&last));
+    assert!(!pinned.path().exists(), "step 2 outlived its reader");
+}
