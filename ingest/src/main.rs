@@ -128,10 +128,14 @@ fn main() -> anyhow::Result<()> {
             run(&ImageFolder::open(&from, options, common.progress())?, &common)
         }
         Command::Verify { dataset } => {
-            let opened = Dataset::open(&dataset)?;
-            opened.verify()?;
-            let files: usize = opened.manifest().splits.values().map(|split| split.files.len()).sum();
-            println!("{}: {files} shard files match their checksums", dataset.display());
+            let verified = Dataset::open(&dataset)?.verify()?;
+            println!(
+                "{}: {} images in {} splits; their {} shard files match the manifest's rows and checksums",
+                dataset.display(),
+                verified.images,
+                verified.splits,
+                verified.files
+            );
             Ok(())
         }
     }

@@ -22,15 +22,30 @@ pub struct Dataset {
     manifest: Manifest,
 }
 
+/// Why `root` holds no dataset, with what to do: a relative path that is not there is
+/// most often one read from another folder than the one it was written for.
+fn missing_dataset(root: &Path) -> String {
+    if root.exists() {
+        return "missing: this folder holds no complete dataset (run `ingest` first)".into();
+    }
+    if root.is_relative() {
+        let here = std::env::current_dir().map_or_else(|_| "?".into(), |here| here.display().to_string());
+        return format!(
+            "missing: the relative path `{}` is read from the current folder, {here}, which has no such folder; run \
+             from the folder it is relative to (the project's root for the shipped configs) or give an absolute \
+             path",
+            root.display()
+        );
+    }
+    "missing: no such folder (run `ingest` first, or correct the path)".into()
+}
+
 impl Dataset {
     /// Opens `<root>/manifest.json`. A folder without one is not a dataset (yet).
     pub fn open(root: &Path) -> Result<Self> {
         match Manifest::read(root)? {
             Some(manifest) => Ok(Self { root: root.to_path_buf(), manifest }),
-            None => Err(ShardError::Invalid {
-                path: Manifest::path(root),
-                problem: "missing: this folder holds no complete dataset (run `ingest` first)".into(),
-            }),
+            None => Err(ShardError::Invalid { path: Manifest::path(root), problem: missing_dataset(root) }),
         }
     }
 
@@ -79,14 +94,30 @@ impl Dataset {
         Ok(())
     }
 
-    /// Checks every shard of every split against its manifest checksum.
-    pub fn verify(&self) -> Result<()> {
+    /// Checks every shard against the manifest: its SHA-256, rows and row groups (the
+    /// manifest's own counts were checked against its file list when it was read).
+    pub fn verify(&self) -> Result<Verified> {
+        let mut verified = Verified::default();
         for split in self.manifest.splits.values() {
             for file in &split.files {
                 self.verify_file(file)?;
+                let reader = self.open_shard(file)?;
+                if reader.num_row_groups() != file.row_groups {
+                    return Err(ShardError::Invalid {
+                        path: reader.path.clone(),
+                        problem: format!(
+                            "holds {} row groups but the manifest lists {}",
+                            reader.num_row_groups(),
+                            file.row_groups
+                        ),
+                    });
+                }
             }
+            verified.files += split.files.len();
+            verified.images += split.count;
+            verified.splits += 1;
         }
-        Ok(())
+        Ok(verified)
     }
 
     /// Every row group of a split, in manifest order, one at a time; each file is checked
@@ -102,6 +133,14 @@ impl Dataset {
             groups
         }))
     }
+}
+
+/// What [`Dataset::verify`] checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Verified {
+    pub splits: usize,
+    pub files: usize,
+    pub images: u64,
 }
 
 /// One shard file, its footer parsed once; row groups are read on demand.
