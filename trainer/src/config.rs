@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use jepa_shared::LoaderSettings;
 use serde::{Deserialize, Serialize};
 
+use crate::registry::METHOD_NAMES;
 use crate::vit::{PRESETS, VitConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,8 @@ pub struct RunConfig {
 
 /// The fields of [`RunConfig`] as a TOML file holds them.
 const FIELDS: [&str; 9] = ["name", "seed", "method", "dataset", "data", "loader", "encoder", "optim", "checkpoint"];
+/// Those of [`FIELDS`] that are sections.
+const SECTIONS: [&str; 5] = ["data", "loader", "encoder", "optim", "checkpoint"];
 
 fn default_method() -> String {
     "ijepa".into()
@@ -178,19 +181,54 @@ impl RunConfig {
     pub fn load(path: &Path, overrides: &[String]) -> Result<(Self, Vec<String>), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         let parse = |message: String| ConfigError::Parse { path: path.into(), message };
-        let mut table: toml::Table = toml::from_str(&text).map_err(|error| parse(error.to_string()))?;
+        let file: toml::Table = toml::from_str(&text).map_err(|error| parse(error.to_string()))?;
+        let mut table = file.clone();
         for assignment in overrides {
             apply_override(&mut table, assignment)?;
         }
-        let notes = migrate(&mut table).map_err(parse)?;
+        match Self::from_table(table) {
+            Ok(read) => Ok(read),
+            // The file reads alone: the value that breaks it came from the command line.
+            Err(problem) if !overrides.is_empty() && Self::from_table(file.clone()).is_ok() => {
+                for assignment in overrides {
+                    let mut one = file.clone();
+                    apply_override(&mut one, assignment)?;
+                    if let Err(problem) = Self::from_table(one) {
+                        return Err(ConfigError::Override { assignment: assignment.clone(), problem });
+                    }
+                }
+                Err(ConfigError::Override { assignment: overrides.join(" "), problem })
+            }
+            Err(problem) => Err(parse(problem)),
+        }
+    }
+
+    /// The config in `table`, with a note for every field of an older layout.
+    fn from_table(mut table: toml::Table) -> Result<(Self, Vec<String>), String> {
+        let notes = migrate(&mut table)?;
         // Every other section is a method's; the registry says which names are methods.
         let sections: Vec<String> = table
             .iter()
             .filter(|(key, value)| value.is_table() && !FIELDS.contains(&key.as_str()))
             .map(|(key, _)| key.clone())
             .collect();
+        // A misspelt section would otherwise surface as the section it was meant to be, missing.
+        if let Some(unknown) = sections.iter().find(|name| !METHOD_NAMES.contains(&name.as_str())) {
+            let meant = SECTIONS
+                .iter()
+                .find(|section| unknown.starts_with(**section) || section.starts_with(unknown.as_str()))
+                .map(|section| format!(": did you mean `[{section}]`?"))
+                .unwrap_or_default();
+            return Err(format!(
+                "`[{unknown}]` is neither a run config section ({}) nor a method's ({}){meant}",
+                SECTIONS.join(", "),
+                METHOD_NAMES.join(", ")
+            ));
+        }
         let methods = sections.into_iter().filter_map(|key| table.remove_entry(&key)).collect();
-        let mut config: RunConfig = table.try_into().map_err(|error: toml::de::Error| parse(error.to_string()))?;
+        // TOML's message ends with where it happened on a line of its own.
+        let mut config: RunConfig =
+            table.try_into().map_err(|error: toml::de::Error| error.to_string().trim().replace('\n', " "))?;
         config.methods = methods;
         Ok((config, notes))
     }

@@ -85,6 +85,9 @@ fn main() -> anyhow::Result<()> {
     for note in recipe.notes() {
         eprintln!("note: {}: {note}", config_path.display());
     }
+    for warning in recipe.warnings() {
+        eprintln!("warning: {}: {warning}", config_path.display());
+    }
     if let Some(run) = &cli.resume
         && run.file_name().is_some_and(|folder| folder != recipe.name())
     {

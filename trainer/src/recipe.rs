@@ -101,8 +101,12 @@ impl Recipe {
                 return invalid(field, format!("has {} values, expected one per channel ({channels})", values.len()));
             }
         }
-        if config.data.pixel_std.as_ref().is_some_and(|std| std.iter().any(|value| value.is_nan() || *value <= 0.0)) {
-            return invalid("data.pixel_std", "must be positive".into());
+        if config.data.pixel_std.as_ref().is_some_and(|std| std.iter().any(|value| !value.is_finite() || *value <= 0.0))
+        {
+            return invalid("data.pixel_std", "must be positive and finite".into());
+        }
+        if config.data.pixel_mean.as_ref().is_some_and(|mean| mean.iter().any(|value| !value.is_finite())) {
+            return invalid("data.pixel_mean", "must be finite".into());
         }
         Ok(Self { config, encoder, method, notes: Vec::new() })
     }
@@ -144,6 +148,24 @@ impl Recipe {
     /// A note for each field the config file holds in an older place.
     pub fn notes(&self) -> &[String] {
         &self.notes
+    }
+
+    /// Settings that pass every check but would not train what they say: masks the sampler
+    /// can only draw by letting the context overlap a target, for more than one image in ten.
+    pub fn warnings(&self) -> Vec<String> {
+        const DRAWN: usize = 256;
+        let sampler = self.method_info().masks();
+        let relaxed = sampler.sample_batch(self.seed(), 0, 0, DRAWN).relaxed;
+        if relaxed * 10 <= DRAWN {
+            return Vec::new();
+        }
+        let (height, width) = sampler.grid();
+        vec![format!(
+            "`{}.masks`: for {relaxed} of {DRAWN} images the context can keep `min_keep` patches only by \
+             overlapping a target, which then shows the encoder what it must predict; the targets take too much of \
+             the {height}×{width} patch grid: lower `num_targets` or the target scale",
+            self.method_info().name()
+        )]
     }
 
     /// The run's pixel statistics, once measured or given.

@@ -75,6 +75,15 @@ impl Scratch {
     fn fresh(&self) -> [&'static str; 4] {
         ["--config", "run.toml", "--runs", "runs"]
     }
+
+    /// A fresh run's arguments with each of `sets` as a `--set`.
+    fn fresh_with<'a>(&self, sets: &[&'a str]) -> Vec<&'a str> {
+        let mut args = self.fresh().to_vec();
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        args
+    }
 }
 
 /// Waits until `child` has written its first checkpoint, so it is well inside its run.
@@ -253,11 +262,7 @@ fn overflowed_weights_are_never_saved() {
         "optim.weight_decay=[1e30, 1e30]",
         "checkpoint.every_steps=1",
     ];
-    let mut args = vec!["--config", "run.toml", "--runs", "runs"];
-    for set in &sets {
-        args.extend(["--set", set]);
-    }
-    let output = scratch.train(&args).output().unwrap();
+    let output = scratch.train(&scratch.fresh_with(&sets)).output().unwrap();
     let message = stderr(&output);
     assert!(!output.status.success(), "{message}");
     assert!(
@@ -341,20 +346,8 @@ fn sigint_stops_at_a_step_boundary_with_a_checkpoint_a_log_line_and_status_130()
 #[test]
 fn a_new_run_stopped_by_a_damaged_shard_leaves_no_folder() {
     let scratch = Scratch::new();
-    let mut shards = Vec::new();
-    let mut pending = vec![scratch.dir.path().join("data")];
-    while let Some(folder) = pending.pop() {
-        for entry in std::fs::read_dir(&folder).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|ext| ext == "parquet") {
-                shards.push(path);
-            }
-        }
-    }
-    shards.sort();
-    let shard = shards.last().expect("a shard");
+    let dataset = jepa_shared::Dataset::open(&scratch.dir.path().join("data")).unwrap();
+    let shard = &dataset.shard_path(dataset.split("train").unwrap().files.last().expect("a shard"));
     let mut bytes = std::fs::read(shard).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 1;
@@ -367,11 +360,7 @@ fn a_new_run_stopped_by_a_damaged_shard_leaves_no_folder() {
         "data.pixel_mean=[0.5, 0.5, 0.5]",
         "data.pixel_std=[0.25, 0.25, 0.25]",
     ];
-    let mut args = vec!["--config", "run.toml", "--runs", "runs"];
-    for set in &sets {
-        args.extend(["--set", set]);
-    }
-    let output = scratch.train(&args).output().unwrap();
+    let output = scratch.train(&scratch.fresh_with(&sets)).output().unwrap();
     let message = stderr(&output);
     assert!(!output.status.success() && message.contains("checksum mismatch"), "{message}");
     assert!(!scratch.run().exists(), "{} left behind: {message}", scratch.run().display());
@@ -401,4 +390,54 @@ fn a_reader_pins_one_checkpoint_that_pruning_leaves_until_it_ends() {
     let last = scratch.train(&["--resume", "runs/shared", "--set", "optim.max_steps=10"]).output().unwrap();
     assert!(last.status.success(), "{}", stderr(&last));
     assert!(!pinned.path().exists(), "step 2 outlived its reader");
+}
+
+#[test]
+fn smaller_mistakes_get_a_message_that_says_what_to_do() {
+    let scratch = Scratch::new();
+    let refused = |args: &[&str], expected: &[&str]| {
+        let output = scratch.train(args).output().unwrap();
+        let message = stderr(&output);
+        assert!(!output.status.success(), "{args:?} ran: {message}");
+        for words in expected {
+            assert!(message.contains(words), "{args:?}: `{words}` missing from: {message}");
+        }
+        assert!(!message.contains("panicked") && !scratch.run().exists(), "{args:?}: {message}");
+    };
+    // A bad value on the command line is blamed on the command line, not on the file.
+    refused(&scratch.fresh_with(&["optim.lr_peak=fast"]), &["--set optim.lr_peak=fast", "expected f64"]);
+    // A misspelt section is named, with the one it was meant to be.
+    let typo = std::fs::read_to_string(scratch.dir.path().join("run.toml")).unwrap().replace("[optim]", "[optimizer]");
+    std::fs::write(scratch.dir.path().join("typo.toml"), typo).unwrap();
+    refused(&["--config", "typo.toml", "--runs", "runs"], &["typo.toml", "`[optimizer]`", "did you mean `[optim]`?"]);
+    // A relative dataset path, run from another folder than the one it is relative to.
+    let elsewhere = scratch.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let output = scratch
+        .train(&["--config", "../run.toml", "--runs", "../runs", "--set", "dataset=\"data\""])
+        .current_dir(&elsewhere)
+        .output()
+        .unwrap();
+    let message = stderr(&output);
+    assert!(!output.status.success(), "{message}");
+    assert!(
+        message.contains("the relative path `data` is read from the current folder")
+            && message.contains(&*elsewhere.to_string_lossy()),
+        "{message}"
+    );
+    assert!(!scratch.run().exists(), "{message}");
+}
+
+#[test]
+fn masks_that_can_only_be_drawn_overlapping_their_targets_are_warned_about() {
+    let scratch = Scratch::new();
+    // 40 target blocks on a 7×7 patch grid leave the context almost nothing of its own.
+    let sets = ["encoder.image_size_px=28", "optim.max_steps=1", "ijepa.masks.num_targets=40"];
+    let output = scratch.train(&scratch.fresh_with(&sets)).output().unwrap();
+    let message = stderr(&output);
+    assert!(output.status.success(), "{message}");
+    assert!(message.contains("warning: run.toml: `ijepa.masks`") && message.contains("7×7 patch grid"), "{message}");
+    // The settings the run ships with draw their masks as configured, and say nothing.
+    let output = scratch.train(&scratch.fresh_with(&["optim.max_steps=1", "name=\"plain\""])).output().unwrap();
+    assert!(output.status.success() && !stderr(&output).contains("warning"), "{}", stderr(&output));
 }
