@@ -119,7 +119,30 @@ fn recorder() -> BinFileRecorder<FullPrecisionSettings> {
 }
 
 fn record_error(checkpoint: &CheckpointFolder) -> impl FnOnce(burn::record::RecorderError) -> CheckpointError + '_ {
-    move |error| CheckpointError::Record { path: checkpoint.path().to_path_buf(), problem: error.to_string() }
+    move |error| CheckpointError::Record { path: checkpoint.path().to_path_buf(), problem: recorder_problem(&error) }
+}
+
+/// What went wrong in Burn's recorder, in words: it hands an I/O error over as the debug
+/// text of its encoder's error (`Unknown("Io { inner: Os { code: 28, kind: StorageFull,
+/// message: \"No space left on device\" }, index: 0 }")`), from which the operating
+/// system's own sentence is taken, and a full disk said with what to do.
+fn recorder_problem(error: &burn::record::RecorderError) -> String {
+    use burn::record::RecorderError;
+    let text = match error {
+        RecorderError::FileNotFound(text) | RecorderError::DeserializeError(text) | RecorderError::Unknown(text) => {
+            text
+        }
+    };
+    if text.contains("StorageFull") || text.contains("os error 28") {
+        return "the disk is full (no space left on device): free space, then `train --resume` continues from the \
+                last checkpoint"
+            .into();
+    }
+    let quoted = text.split_once("message: \"").and_then(|(_, rest)| rest.split_once('"'));
+    match quoted {
+        Some((message, _)) => message.to_string(),
+        None => text.clone(),
+    }
 }
 
 /// Writes the checkpoint of `state.step` into `run` atomically and keeps only the newest
@@ -134,12 +157,20 @@ pub fn save<B: AutodiffBackend, M: AutodiffModule<B>>(
     jepa_shared::atomic::write_folder(checkpoint.path(), |temp| {
         let temp = CheckpointFolder::new(temp);
         let recorder = recorder();
-        parts.model.clone().save_file(temp.stem(CheckpointPart::Model), &recorder).map_err(record_error(&temp))?;
+        // Errors name the checkpoint being written: the staging folder is gone once they are read.
+        parts
+            .model
+            .clone()
+            .save_file(temp.stem(CheckpointPart::Model), &recorder)
+            .map_err(record_error(&checkpoint))?;
         if let Some(teacher) = &parts.target_encoder {
-            teacher.clone().save_file(temp.stem(CheckpointPart::Teacher), &recorder).map_err(record_error(&temp))?;
+            teacher
+                .clone()
+                .save_file(temp.stem(CheckpointPart::Teacher), &recorder)
+                .map_err(record_error(&checkpoint))?;
         }
         Recorder::<B>::record(&recorder, parts.optimizer.to_record(), temp.stem(CheckpointPart::Optimizer))
-            .map_err(record_error(&temp))?;
+            .map_err(record_error(&checkpoint))?;
         let state_json = serde_json::to_vec_pretty(state).expect("state serialises");
         jepa_shared::atomic::write_bytes(&temp.state(), &state_json)?;
         write_digests(&temp)
@@ -196,4 +227,42 @@ pub fn load_teacher<B: Backend>(
     device: &B::Device,
 ) -> Result<VisionTransformer<B>> {
     fresh.load_file(checkpoint.stem(CheckpointPart::Teacher), &recorder(), device).map_err(record_error(checkpoint))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that fails as a disk does, with the operating system's error `code`.
+    struct Failing(i32);
+
+    impl std::io::Write for Failing {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from_raw_os_error(self.0))
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The error Burn's file recorder returns when its encoder's writes fail with `code`.
+    fn recorder_error(code: i32) -> burn::record::RecorderError {
+        let failed =
+            bincode::serde::encode_into_std_write(vec![1u8; 64], &mut Failing(code), bincode::config::standard());
+        burn::record::RecorderError::Unknown(failed.unwrap_err().to_string())
+    }
+
+    #[test]
+    fn a_full_disk_is_said_in_words_with_what_to_do() {
+        let error = recorder_error(28);
+        assert!(error.to_string().contains("StorageFull"), "Burn no longer hands over this text: {error}");
+        let problem = recorder_problem(&error);
+        assert!(problem.starts_with("the disk is full") && problem.contains("train --resume"), "{problem}");
+    }
+
+    #[test]
+    fn another_io_error_keeps_the_operating_systems_sentence() {
+        assert_eq!(recorder_problem(&recorder_error(13)), "Permission denied");
+    }
 }
