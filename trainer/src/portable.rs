@@ -183,8 +183,17 @@ pub struct ExportInfo {
 
 /// Writes `encoder` to `path` as safetensors in timm's layout, with the geometry and pixel
 /// statistics in the metadata under timm's argument names. The file appears whole or not
-/// at all.
+/// at all, and not at all for an encoder with a non-finite weight.
 pub fn write<B: Backend>(encoder: &VisionTransformer<B>, info: &ExportInfo, path: &Path) -> Result<()> {
+    if let Some(found) = crate::finite::non_finite(encoder) {
+        return Err(PortableError::bad(
+            path,
+            format!(
+                "not written: the encoder holds {} non-finite values (NaN or infinity), the first in `{}`",
+                found.values, found.first
+            ),
+        ));
+    }
     let timm = TimmVit::from_encoder(encoder.clone());
     let list = |values: &[f32]| serde_json::to_string(values).expect("floats serialise");
     let vit = &info.vit;
@@ -280,12 +289,27 @@ impl EncoderFile {
         Ok(Self { path: path.to_path_buf(), format, vit, pixel_mean, pixel_std, method, metadata, tensors })
     }
 
-    /// The encoder, on `device`.
+    /// The encoder, on `device`. A tensor holding a NaN or an infinity is refused by name:
+    /// a damaged or diverged encoder gives features that score as chance, not an error.
     pub fn load<B: Backend>(&self, device: &B::Device) -> Result<VisionTransformer<B>> {
         let mut timm = TimmVit::from_encoder(self.vit.init::<B>(device));
-        let snapshots: Vec<TensorSnapshot> =
-            self.tensors.iter().filter(|(key, _)| !ignored(key)).map(|(key, snapshot)| as_f32(key, snapshot)).collect();
+        let non_finite = NonFiniteTensor::default();
+        let snapshots: Vec<TensorSnapshot> = self
+            .tensors
+            .iter()
+            .filter(|(key, _)| !ignored(key))
+            .map(|(key, snapshot)| as_f32(key, snapshot, &non_finite))
+            .collect();
         let result = timm.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), false);
+        if let Some((key, count)) = non_finite.take() {
+            return Err(PortableError::bad(
+                &self.path,
+                format!(
+                    "tensor `{key}` holds {count} non-finite values (NaN or infinity): the encoder is damaged or \
+                     diverged; export it again from a checkpoint whose weights are finite"
+                ),
+            ));
+        }
         if let Some(error) = result.errors.first() {
             return Err(PortableError::bad(&self.path, error.to_string()));
         }
@@ -302,14 +326,32 @@ fn ignored(key: &str) -> bool {
     key.starts_with("head.")
 }
 
-/// The snapshot under `key`, its values as f32 (half-precision files are widened).
-fn as_f32(key: &str, snapshot: &TensorSnapshot) -> TensorSnapshot {
+/// The first tensor found holding non-finite values, and how many it holds.
+#[derive(Default, Clone)]
+struct NonFiniteTensor(std::rc::Rc<std::cell::RefCell<Option<(String, usize)>>>);
+
+impl NonFiniteTensor {
+    fn take(&self) -> Option<(String, usize)> {
+        self.0.borrow_mut().take()
+    }
+}
+
+/// The snapshot under `key`, its values as f32 (half-precision files are widened); values
+/// that are not finite are reported to `non_finite` and fail the read.
+fn as_f32(key: &str, snapshot: &TensorSnapshot, non_finite: &NonFiniteTensor) -> TensorSnapshot {
     let path: Vec<String> = key.split('.').map(String::from).collect();
     let data = snapshot.clone_data_fn();
     let widen = snapshot.dtype != DType::F32;
+    let (key, non_finite) = (key.to_string(), non_finite.clone());
     let read = std::rc::Rc::new(move || {
         let values = data()?;
-        Ok(if widen { values.convert_dtype(DType::F32) } else { values })
+        let values = if widen { values.convert_dtype(DType::F32) } else { values };
+        let count = values.as_slice::<f32>().map_or(0, |values| values.iter().filter(|v| !v.is_finite()).count());
+        if count > 0 {
+            non_finite.0.borrow_mut().get_or_insert_with(|| (key.clone(), count));
+            return Err(burn_store::TensorSnapshotError::DataError(format!("`{key}` is not finite")));
+        }
+        Ok(values)
     });
     TensorSnapshot::from_closure(read, DType::F32, snapshot.shape.clone(), path, Vec::new(), Default::default())
 }
