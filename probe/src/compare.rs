@@ -56,6 +56,8 @@ pub struct CompareRow {
     /// The pre-training loss the number comes from (`ijepa smooth_l1`, `mae norm_pix`, `none`).
     pub objective: String,
     pub run: String,
+    /// The checkpoint the encoder came from (`step-00000150`, `init`, `none`).
+    pub checkpoint: String,
     /// The run's optimizer steps and seconds of training (0 for the baselines).
     pub steps: u64,
     pub train_seconds: f64,
@@ -155,6 +157,7 @@ pub fn compare<B: AutodiffBackend>(
                     task: row.protocol.clone(),
                     objective: if baseline { "none".into() } else { method.objective() },
                     run: run.folder.root().display().to_string(),
+                    checkpoint: row.checkpoint.clone(),
                     steps: if baseline { 0 } else { steps },
                     train_seconds: if baseline { 0.0 } else { train_seconds },
                 },
@@ -308,6 +311,7 @@ fn frame(rows: &[CompareRow]) -> PolarsResult<DataFrame> {
         "task" => rows.iter().map(|row| row.task.clone()).collect::<Vec<_>>(),
         "objective" => rows.iter().map(|row| row.objective.clone()).collect::<Vec<_>>(),
         "run" => rows.iter().map(|row| row.run.clone()).collect::<Vec<_>>(),
+        "checkpoint" => rows.iter().map(|row| row.checkpoint.clone()).collect::<Vec<_>>(),
         "steps" => rows.iter().map(|row| row.steps as i64).collect::<Vec<_>>(),
         "train_seconds" => rows.iter().map(|row| row.train_seconds).collect::<Vec<_>>(),
     )

@@ -11,7 +11,7 @@ use jepa_trainer::{EncoderKind, Run};
 use polars::prelude::*;
 
 use crate::error::{ProbeError, Result};
-use crate::features::{FeatureOptions, FeatureTable, ImageInput, write_features};
+use crate::features::{FeatureOptions, FeatureTable, ImageInput, Origin, write_features};
 use crate::finetune::{self, FinetuneSelection, FinetuneSettings, HeldOutImages, Runtime, fitting_rows};
 use crate::heldout::{Classifier, HeldOut, Predictions, TaskLabel, predictions_frame};
 use crate::knn::{self, KnnSelection, KnnSettings};
@@ -82,9 +82,10 @@ fn num_classes(manifest: &Manifest, labels: &[i32]) -> usize {
     manifest.class_names.len().max(labels.iter().map(|&label| label as usize + 1).max().unwrap_or(0))
 }
 
-fn task_label(encoder: EncoderKind, probe: &str, task: &Task) -> TaskLabel {
+fn task_label(encoder: EncoderKind, checkpoint: &str, probe: &str, task: &Task) -> TaskLabel {
     TaskLabel {
         encoder: encoder.as_str().into(),
+        checkpoint: checkpoint.into(),
         probe: probe.into(),
         protocol: task.protocol.clone(),
         fold: task.fold,
@@ -102,13 +103,14 @@ pub fn run_probe(run: &Run, encoder: EncoderKind, probe: &Probe, protocols: &[St
     if !test_path.exists() {
         return Err(ProbeError::bad(&test_path, "missing: run `probe features` first"));
     }
+    let origin = Origin::of_splits(&train_path, &test_path)?;
     let held_out = HeldOut::new(test_path);
     let classes = num_classes(&manifest, &train.labels);
 
     let mut outcome = ProbeOutcome { evaluations: Vec::new(), selections: Vec::new(), knn_selections: Vec::new() };
     for task in &all {
         let task_train = select_task(&train, task, &train_path)?;
-        let label = task_label(encoder, probe.name(), task);
+        let label = task_label(encoder, &origin.checkpoint, probe.name(), task);
         let classifier: Box<dyn Classifier> = match probe {
             Probe::Linear(settings) => {
                 let (fitted, selection) = linear::fit(&task_train, classes, settings);
@@ -241,8 +243,8 @@ pub fn run_finetune<B: AutodiffBackend>(
 ) -> Result<Vec<(TaskLabel, Predictions, Option<FinetuneSelection>)>> {
     let manifest = manifest(run)?;
     let tasks = tasks(&manifest, &options.protocols, false)?;
-    let encoder = run.encoder::<B>(encoder_kind, options.checkpoint.as_deref(), device)?.encoder;
-    let encoder = burn::module::AutodiffModule::<B>::from_inner(encoder);
+    let loaded = run.encoder::<B>(encoder_kind, options.checkpoint.as_deref(), device)?;
+    let encoder = burn::module::AutodiffModule::<B>::from_inner(loaded.encoder);
     let input = ImageInput::of_run(run)?;
     let dataset = Dataset::open(run.recipe.dataset())?;
     let held_out = HeldOutImages::new(&dataset, TEST_SPLIT);
@@ -269,7 +271,7 @@ pub fn run_finetune<B: AutodiffBackend>(
         };
         bar.finish_and_clear();
         let predictions = held_out.evaluate(&classifier)?;
-        results.push((task_label(encoder_kind, recipe.name(), &task), predictions, selection));
+        results.push((task_label(encoder_kind, &loaded.from, recipe.name(), &task), predictions, selection));
     }
 
     let evaluations: Vec<(TaskLabel, Predictions)> =

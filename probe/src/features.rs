@@ -147,7 +147,23 @@ impl FeatureTable {
             let offset = features.offset() * dim;
             table.values.extend_from_slice(&values.values()[offset..offset + features.len() * dim]);
         }
-        table.ok_or_else(|| ProbeError::bad(path, "holds no rows"))
+        let table = table.ok_or_else(|| ProbeError::bad(path, "holds no rows"))?;
+        if let Some(id) = table.first_non_finite() {
+            return Err(ProbeError::bad(
+                path,
+                format!(
+                    "image {id}'s feature holds a NaN or an infinity: write the features again from an encoder whose \
+                     weights are finite"
+                ),
+            ));
+        }
+        Ok(table)
+    }
+
+    /// The id of the first row holding a value that is not finite.
+    pub fn first_non_finite(&self) -> Option<u64> {
+        let index = self.values.iter().position(|value| !value.is_finite())?;
+        Some(self.ids[index / self.dim.max(1)])
     }
 }
 
@@ -301,6 +317,45 @@ pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
     Ok(pairs.into_iter().filter_map(|pair| pair.value.map(|value| (pair.key, value))).collect())
 }
 
+/// The metadata key of the short name of the checkpoint a features file's encoder came from.
+const CHECKPOINT_NAME: &str = "checkpoint_name";
+
+/// Where a features file's encoder came from: in full (a checkpoint's path, `init (seed 0)`,
+/// an imported file), and the short name tables carry (`step-00000150`, `init`, `imported`,
+/// `none` for the pixels; `unrecorded` for a file written before names were kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub source: String,
+    pub checkpoint: String,
+}
+
+impl Origin {
+    pub fn read(path: &Path) -> Result<Self> {
+        let metadata = read_metadata(path)?;
+        let field = |key: &str, missing: &str| metadata.get(key).cloned().unwrap_or_else(|| missing.to_string());
+        Ok(Self { source: field("checkpoint", "unrecorded"), checkpoint: field(CHECKPOINT_NAME, "unrecorded") })
+    }
+
+    /// The origin both splits' features share: a probe fitted on one checkpoint's train
+    /// features and scored on another's test features would measure neither.
+    pub fn of_splits(train: &Path, test: &Path) -> Result<Self> {
+        let (fitted, scored) = (Self::read(train)?, Self::read(test)?);
+        if fitted != scored {
+            return Err(ProbeError::bad(
+                test,
+                format!(
+                    "was encoded from {}, but {} from {}: write both splits' features from one checkpoint \
+                     (`probe features` again)",
+                    scored.source,
+                    train.display(),
+                    fitted.source
+                ),
+            ));
+        }
+        Ok(fitted)
+    }
+}
+
 /// How `probe features` runs.
 #[derive(Debug, Clone)]
 pub struct FeatureOptions {
@@ -349,17 +404,34 @@ pub fn write_features<B: burn::tensor::backend::AutodiffBackend>(
     };
     let metadata: HashMap<String, String> = [
         ("encoder".to_string(), encoder.as_str().to_string()),
-        ("checkpoint".to_string(), loaded.source),
+        ("checkpoint".to_string(), loaded.source.clone()),
+        (CHECKPOINT_NAME.to_string(), loaded.from.clone()),
         ("layers".to_string(), options.layers.to_string()),
         ("run".to_string(), run.recipe.name().to_string()),
     ]
     .into();
-    let mut written = Vec::new();
+    // Both splits are encoded before either is written: a pair of files always comes from
+    // one encoder, and a refused encoder leaves the earlier pair as it was.
+    let mut tables = Vec::new();
     for split in [TRAIN_SPLIT, TEST_SPLIT] {
         let count = dataset.split(split)?.count;
         let bar = Progress::new(options.progress).bar(count, &format!("{encoder} {split}"), "images");
         let table = extract(&loaded.encoder, &dataset, split, &settings, device, &|images| bar.inc(images as u64))?;
         bar.finish_and_clear();
+        if let Some(id) = table.first_non_finite() {
+            return Err(ProbeError::bad(
+                run.folder.root(),
+                format!(
+                    "the {encoder} encoder from {} gives image {id} of {split} a non-finite feature: its weights are \
+                     damaged or diverged; nothing was written",
+                    loaded.source
+                ),
+            ));
+        }
+        tables.push((split, table));
+    }
+    let mut written = Vec::new();
+    for (split, table) in tables {
         let path = run.folder.features(encoder, split);
         table.write(&path, &metadata)?;
         written.push(path);
@@ -378,6 +450,7 @@ fn write_pixels(run: &Run, input: &ImageInput, dataset: &Dataset) -> Result<Vec<
     let metadata: HashMap<String, String> = [
         ("encoder".to_string(), EncoderKind::Pixels.as_str().to_string()),
         ("checkpoint".to_string(), format!("pixels ({0}×{0}, standardised)", input.image_size_px)),
+        (CHECKPOINT_NAME.to_string(), "none".to_string()),
         ("run".to_string(), run.recipe.name().to_string()),
     ]
     .into();

@@ -55,6 +55,9 @@ impl HeldOut {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskLabel {
     pub encoder: String,
+    /// Which of the run's checkpoints the encoder came from (`step-00000150`), or `init`,
+    /// `imported`, `none` (the pixels).
+    pub checkpoint: String,
     pub probe: String,
     pub protocol: String,
     pub fold: Option<u32>,
@@ -64,6 +67,7 @@ pub struct TaskLabel {
 pub fn predictions_frame(evaluations: &[(TaskLabel, Predictions)]) -> PolarsResult<DataFrame> {
     let rows: usize = evaluations.iter().map(|(_, predictions)| predictions.ids.len()).sum();
     let mut encoder = Vec::with_capacity(rows);
+    let mut checkpoint = Vec::with_capacity(rows);
     let mut probe = Vec::with_capacity(rows);
     let mut protocol = Vec::with_capacity(rows);
     let mut fold = Vec::with_capacity(rows);
@@ -71,6 +75,7 @@ pub fn predictions_frame(evaluations: &[(TaskLabel, Predictions)]) -> PolarsResu
     for (task, predictions) in evaluations {
         let count = predictions.ids.len();
         encoder.extend(std::iter::repeat_n(task.encoder.as_str(), count));
+        checkpoint.extend(std::iter::repeat_n(task.checkpoint.as_str(), count));
         probe.extend(std::iter::repeat_n(task.probe.as_str(), count));
         protocol.extend(std::iter::repeat_n(task.protocol.as_str(), count));
         fold.extend(std::iter::repeat_n(task.fold.map(|fold| fold as i32), count));
@@ -80,6 +85,7 @@ pub fn predictions_frame(evaluations: &[(TaskLabel, Predictions)]) -> PolarsResu
     }
     df!(
         "encoder" => encoder,
+        "checkpoint" => checkpoint,
         "probe" => probe,
         "protocol" => protocol,
         "fold" => fold,

@@ -836,6 +836,9 @@ fn probe(args: &ProbeArgs, probe: &Probe) -> anyhow::Result<()> {
 
 fn print_report(report: &Report) {
     println!("{}", summary_table(&report.summary));
+    if let Some(warning) = &report.mixed_checkpoints {
+        eprintln!("warning: {warning}");
+    }
     println!("report: {} (self-contained: {})", report.markdown.display(), report.html.display());
 }
 

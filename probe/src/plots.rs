@@ -77,7 +77,7 @@ pub fn draw_all(
         .clone()
         .lazy()
         .filter(pretrained_linear)
-        .group_by([col("protocol"), col("label"), col("predicted")])
+        .group_by([col("protocol"), col("checkpoint"), col("label"), col("predicted")])
         .agg([col("count").sum()])
         .collect()
         .map_err(ProbeError::polars("confusion cells"))?;
@@ -186,6 +186,7 @@ fn line_panel(
 fn confusion_matrix(cells: &DataFrame, class_names: &[String], path: &Path) -> Result<()> {
     let protocols = text_column(cells, "protocol");
     let first = protocols.iter().min().cloned().unwrap_or_default();
+    let checkpoint = text_column(cells, "checkpoint").into_iter().next().unwrap_or_default();
     let labels = float_column(cells, "label");
     let predicted = float_column(cells, "predicted");
     let counts = float_column(cells, "count");
@@ -203,7 +204,10 @@ fn confusion_matrix(cells: &DataFrame, class_names: &[String], path: &Path) -> R
         let draw = || -> std::result::Result<(), Box<dyn std::error::Error + '_>> {
             root.fill(&WHITE)?;
             let mut chart = ChartBuilder::on(root)
-                .caption(format!("{first}: pretrained encoder, linear probe (rows: true class)"), (FONT_FAMILY, 20))
+                .caption(
+                    format!("{first}: pretrained encoder ({checkpoint}), linear probe (rows: true class)"),
+                    (FONT_FAMILY, 20),
+                )
                 .margin(15)
                 .x_label_area_size(50)
                 .y_label_area_size(130)
@@ -263,13 +267,19 @@ fn per_class_accuracy(per_class: &DataFrame, class_names: &[String], path: &Path
         .clone()
         .lazy()
         .filter(col("probe").eq(lit(LINEAR)))
-        .group_by([col("protocol"), col("encoder"), col("class")])
+        .group_by([col("protocol"), col("encoder"), col("checkpoint"), col("class")])
         .agg([col("recall").mean()])
         .collect()
         .map_err(ProbeError::polars("per-class accuracy"))?;
     let protocols = text_column(&linear, "protocol");
     let Some(first) = protocols.iter().min().cloned() else { return Ok(false) };
     let encoders = text_column(&linear, "encoder");
+    let checkpoints = text_column(&linear, "checkpoint");
+    let pretrained = encoders
+        .iter()
+        .position(|encoder| encoder == EncoderKind::Pretrained.as_str())
+        .map(|row| format!(" ({})", checkpoints[row]))
+        .unwrap_or_default();
     let classes = float_column(&linear, "class");
     let recall = float_column(&linear, "recall");
     let count = classes.iter().flatten().fold(class_names.len(), |n, &c| n.max(c as usize + 1));
@@ -290,7 +300,9 @@ fn per_class_accuracy(per_class: &DataFrame, class_names: &[String], path: &Path
             root.fill(&WHITE)?;
             let mut chart = ChartBuilder::on(root)
                 .caption(
-                    format!("{first}: linear-probe accuracy per class (blue: pretrained, grey: random init)"),
+                    format!(
+                        "{first}: linear-probe accuracy per class (blue: pretrained{pretrained}, grey: random init)"
+                    ),
                     (FONT_FAMILY, 20),
                 )
                 .margin(15)

@@ -51,9 +51,10 @@ pub fn draw<B: AutodiffBackend>(
 ) -> Result<()> {
     let sheet = Sheet {
         title: Some(format!(
-            "run {} ({}): target patches as predicted",
+            "run {} ({}) at {}: target patches as predicted",
             run.recipe.name(),
-            run.recipe.method_info().name()
+            run.recipe.method_info().name(),
+            run.checkpoint(checkpoint)?.name()
         )),
         column_titles: ["original", "context", "reconstruction"].map(String::from).to_vec(),
         rows: reconstruct::<B>(run, checkpoint, count, device)?,

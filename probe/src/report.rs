@@ -24,6 +24,8 @@ use crate::scores;
 #[derive(Debug, Clone, PartialEq)]
 pub struct SummaryRow {
     pub encoder: String,
+    /// Which checkpoint the encoder came from (`step-00000150`, `init`, `imported`, `none`).
+    pub checkpoint: String,
     pub probe: String,
     pub protocol: String,
     pub accuracy: f64,
@@ -36,6 +38,8 @@ pub struct SummaryRow {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub summary: Vec<SummaryRow>,
+    /// Said when the trained encoders' results come from more than one checkpoint.
+    pub mixed_checkpoints: Option<String>,
     pub markdown: PathBuf,
     /// The same page, self-contained.
     pub html: PathBuf,
@@ -57,8 +61,20 @@ pub fn all_predictions(run: &Run) -> Result<LazyFrame> {
     if files.is_empty() {
         return Err(ProbeError::bad(&folder, "holds no predictions: run `probe linear` or `probe knn` first"));
     }
-    let frames = files.iter().map(|path| scan(path)).collect::<Result<Vec<_>>>()?;
+    let frames = files.iter().map(|path| scan_predictions(path)).collect::<Result<Vec<_>>>()?;
     concat(frames, UnionArgs::default()).map_err(ProbeError::polars(folder.display().to_string()))
+}
+
+/// One predictions file in the frame's columns; a file written before checkpoints were
+/// named gets `unrecorded`.
+fn scan_predictions(path: &Path) -> Result<LazyFrame> {
+    let mut frame = scan(path)?;
+    let schema = frame.collect_schema().map_err(ProbeError::polars(path.display().to_string()))?;
+    if !schema.contains("checkpoint") {
+        frame = frame.with_column(lit("unrecorded").alias("checkpoint"));
+    }
+    let columns = ["encoder", "checkpoint", "probe", "protocol", "fold", "id", "label", "predicted"];
+    Ok(frame.select(columns.map(col)))
 }
 
 pub fn summary_rows(summary: &DataFrame) -> Result<Vec<SummaryRow>> {
@@ -82,11 +98,17 @@ pub fn summary_rows(summary: &DataFrame) -> Result<Vec<SummaryRow>> {
             .collect())
     };
     let (encoder, probe, protocol) = (text("encoder")?, text("probe")?, text("protocol")?);
+    // A summary written before checkpoints were named has none to give.
+    let checkpoint = match summary.column("checkpoint") {
+        Ok(_) => text("checkpoint")?,
+        Err(_) => vec!["unrecorded".to_string(); summary.height()],
+    };
     let (accuracy, macro_f1, accuracy_std, folds) =
         (number("accuracy")?, number("macro_f1")?, number("accuracy_std")?, number("folds")?);
     Ok((0..summary.height())
         .map(|row| SummaryRow {
             encoder: encoder[row].clone(),
+            checkpoint: checkpoint[row].clone(),
             probe: probe[row].clone(),
             protocol: protocol[row].clone(),
             accuracy: accuracy[row].unwrap_or(f64::NAN),
@@ -150,10 +172,38 @@ pub fn write_report(run: &Run) -> Result<Report> {
         per_class: out(ReportFile::PerClassAccuracy),
     };
     plots::draw_all(&plots, metrics.as_ref(), &per_class, &confusion, &manifest.class_names)?;
-    let page = page(run, &rows, &per_class, metrics.as_ref())?;
+    let mixed_checkpoints = mixed_checkpoints(&rows);
+    let page = page(run, &rows, mixed_checkpoints.as_deref(), &per_class, metrics.as_ref())?;
     let (markdown, html) = (out(ReportFile::Markdown), out(ReportFile::Html));
     page.write(&format!("{}: frozen-encoder evaluation", run.recipe.name()), &markdown, &html)?;
-    Ok(Report { summary: rows, markdown, html })
+    Ok(Report { summary: rows, mixed_checkpoints, markdown, html })
+}
+
+/// A sentence naming the checkpoints, when the trained encoders' rows come from more than
+/// one (features or probes written by separate commands while the run trained on): those
+/// rows compare encoders at different points of training.
+fn mixed_checkpoints(rows: &[SummaryRow]) -> Option<String> {
+    let trained = [EncoderKind::Pretrained.as_str(), EncoderKind::Context.as_str()];
+    let mut seen: Vec<(&str, &str, &str)> = Vec::new();
+    for row in rows.iter().filter(|row| trained.contains(&row.encoder.as_str())) {
+        let key = (row.checkpoint.as_str(), row.encoder.as_str(), row.probe.as_str());
+        if !seen.contains(&key) {
+            seen.push(key);
+        }
+    }
+    let mut checkpoints: Vec<&str> = seen.iter().map(|(checkpoint, ..)| *checkpoint).collect();
+    checkpoints.sort_unstable();
+    checkpoints.dedup();
+    if checkpoints.len() < 2 {
+        return None;
+    }
+    let each: Vec<String> =
+        seen.iter().map(|(checkpoint, encoder, probe)| format!("{encoder} {probe} from {checkpoint}")).collect();
+    Some(format!(
+        "Not one checkpoint: {}. These rows compare encoders at different points of training; run `probe all` \
+         for one evaluation of one checkpoint.",
+        each.join(", ")
+    ))
 }
 
 /// The run's `metrics.parquet`, when it has one.
@@ -243,7 +293,13 @@ fn figure_captions(run: &Run) -> Vec<(ReportFile, String)> {
     ]
 }
 
-fn page(run: &Run, rows: &[SummaryRow], per_class: &DataFrame, metrics: Option<&DataFrame>) -> Result<Page> {
+fn page(
+    run: &Run,
+    rows: &[SummaryRow],
+    mixed_checkpoints: Option<&str>,
+    per_class: &DataFrame,
+    metrics: Option<&DataFrame>,
+) -> Result<Page> {
     let config = run.recipe.config();
     let vit = run.recipe.encoder();
     let method = run.recipe.method_info();
@@ -265,15 +321,18 @@ fn page(run: &Run, rows: &[SummaryRow], per_class: &DataFrame, metrics: Option<&
     ));
     page.heading(2, "Headline");
     add_summary(&mut page, rows);
+    if let Some(warning) = mixed_checkpoints {
+        page.paragraph(format!("**{warning}**"));
+    }
     let pretrained = if run.is_imported() {
         format!("the encoder imported into `{}`", run.folder.imported_encoder().display())
     } else {
         method.evaluated_description().to_string()
     };
-    let context = if rows.iter().any(|row| row.encoder == EncoderKind::Context.as_str()) {
-        "; `context` the encoder the optimizer trained, from the same checkpoint"
-    } else {
-        ""
+    let context = match (rows.iter().any(|row| row.encoder == EncoderKind::Context.as_str()), mixed_checkpoints) {
+        (false, _) => "",
+        (true, None) => "; `context` the encoder the optimizer trained, from the same checkpoint",
+        (true, Some(_)) => "; `context` the encoder the optimizer trained",
     };
     page.paragraph(format!(
         "`pretrained` is {pretrained}{context}; `random` the same config from the run's seed, never \
@@ -301,6 +360,7 @@ fn page(run: &Run, rows: &[SummaryRow], per_class: &DataFrame, metrics: Option<&
         page.table(
             &[
                 ("predictor", Align::Left),
+                ("checkpoint", Align::Left),
                 ("top-1", Align::Right),
                 ("top-5", Align::Right),
                 ("mean rank", Align::Right),
@@ -312,6 +372,7 @@ fn page(run: &Run, rows: &[SummaryRow], per_class: &DataFrame, metrics: Option<&
                 .map(|score| {
                     vec![
                         score.predictor.clone(),
+                        score.checkpoint.clone(),
                         format!("{:.2}%", 100.0 * score.top1),
                         format!("{:.2}%", 100.0 * score.top5),
                         format!("{:.0}", score.mean_rank),
@@ -530,6 +591,7 @@ fn add_summary(page: &mut Page, rows: &[SummaryRow]) {
             ("protocol", Align::Left),
             ("probe", Align::Left),
             ("encoder", Align::Left),
+            ("checkpoint", Align::Left),
             ("accuracy", Align::Right),
             ("macro F1", Align::Right),
         ],
@@ -543,6 +605,7 @@ fn summary_cells(row: &SummaryRow) -> Vec<String> {
         row.protocol.clone(),
         row.probe.clone(),
         row.encoder.clone(),
+        row.checkpoint.clone(),
         format!("{:.2}%{spread}", 100.0 * row.accuracy),
         format!("{:.4}", row.macro_f1),
     ]

@@ -120,6 +120,8 @@ pub fn gallery_tokens<B: AutodiffBackend, M: Method<B>>(
 pub struct RetrievalScore {
     /// `trained` or `random`.
     pub predictor: String,
+    /// The checkpoint whose target encoder (and trained predictor) were scored.
+    pub checkpoint: String,
     pub top1: f64,
     pub top5: f64,
     /// The true patch's mean rank among the candidates (0 where it is the nearest): it moves
@@ -174,7 +176,11 @@ pub fn write<B: AutodiffBackend>(run: &Run, device: &B::Device) -> Result<Retrie
     let (rows, scores) = run.recipe.method().visit(visitor)?;
 
     let score = |name: &str| scores.iter().find(|score| score.predictor == name);
-    let mut title = format!("{}: each predicted feature shown as its nearest gallery patch", run.recipe.name());
+    let mut title = format!(
+        "{} at {}: each predicted feature shown as its nearest gallery patch",
+        run.recipe.name(),
+        checkpoint.name()
+    );
     if let (Some(trained), Some(random)) = (score("trained"), score("random")) {
         title += &format!(
             "\ntrue patch nearest among {}: top-1 {:.1}%, top-5 {:.1}% (random-init predictor {:.1}%, {:.1}%)",
@@ -210,6 +216,7 @@ fn not_feature_targets(run: &Run) -> ProbeError {
 fn write_scores(path: &Path, scores: &[RetrievalScore]) -> Result<()> {
     let mut frame = df!(
         "predictor" => scores.iter().map(|score| score.predictor.clone()).collect::<Vec<_>>(),
+        "checkpoint" => scores.iter().map(|score| score.checkpoint.clone()).collect::<Vec<_>>(),
         "top1" => scores.iter().map(|score| score.top1).collect::<Vec<_>>(),
         "top5" => scores.iter().map(|score| score.top5).collect::<Vec<_>>(),
         "mean_rank" => scores.iter().map(|score| score.mean_rank).collect::<Vec<_>>(),
@@ -236,8 +243,9 @@ pub fn read_scores(run: &Run) -> Result<Vec<RetrievalScore>> {
     };
     let (top1, top5, predictions, candidates, images) =
         (column("top1")?, column("top5")?, column("predictions")?, column("candidates")?, column("images")?);
-    // Files written before the mean rank was kept have no such column.
+    // Files written before the mean rank or the checkpoint was kept have no such column.
     let mean_rank = column("mean_rank").ok();
+    let checkpoint = frame.column("checkpoint").ok().and_then(|column| column.str().ok().cloned());
     let predictor = frame
         .column("predictor")
         .and_then(|column| column.str().cloned())
@@ -246,6 +254,7 @@ pub fn read_scores(run: &Run) -> Result<Vec<RetrievalScore>> {
     Ok((0..frame.height())
         .map(|row| RetrievalScore {
             predictor: predictor.get(row).unwrap_or_default().to_string(),
+            checkpoint: checkpoint.as_ref().and_then(|column| column.get(row)).unwrap_or("unrecorded").to_string(),
             top1: value(&top1, row),
             top5: value(&top5, row),
             mean_rank: mean_rank.as_ref().map_or(f64::NAN, |column| value(column, row)),
@@ -319,6 +328,7 @@ impl<B: AutodiffBackend> MethodVisitor<B> for Retrieve<'_, B> {
             let share = |hits: usize| hits as f64 / predictions.max(1) as f64;
             scores.push(RetrievalScore {
                 predictor: name.into(),
+                checkpoint: self.checkpoint.name(),
                 top1: share(top1),
                 top5: share(top5),
                 mean_rank: share(rank_sum),

@@ -1,6 +1,6 @@
 //! The numbers a report gives, as polars lazy queries over a predictions frame with
-//! columns `encoder`, `probe`, `protocol`, `fold` (null unless the protocol has folds),
-//! `id`, `label`, `predicted`.
+//! columns `encoder`, `checkpoint` (where the encoder came from), `probe`, `protocol`,
+//! `fold` (null unless the protocol has folds), `id`, `label`, `predicted`.
 //!
 //! Macro F1 averages the per-class F1 over every class that occurs as a label or as a
 //! prediction (scikit-learn's `f1_score(average="macro")`); per-class accuracy is recall.
@@ -8,9 +8,9 @@
 use polars::prelude::*;
 
 /// Columns that identify one evaluation.
-pub const TASK_KEYS: [&str; 4] = ["encoder", "probe", "protocol", "fold"];
+pub const TASK_KEYS: [&str; 5] = ["encoder", "checkpoint", "probe", "protocol", "fold"];
 /// Columns that identify one reported number (folds are averaged).
-pub const SUMMARY_KEYS: [&str; 3] = ["encoder", "probe", "protocol"];
+pub const SUMMARY_KEYS: [&str; 4] = ["encoder", "checkpoint", "probe", "protocol"];
 
 fn keys<const N: usize>(names: [&str; N]) -> Vec<Expr> {
     names.iter().map(|name| col(*name)).collect()
@@ -89,7 +89,7 @@ pub fn per_task(predictions: LazyFrame) -> LazyFrame {
         .sort(["encoder", "probe", "protocol", "fold"], SortMultipleOptions::default())
 }
 
-/// Per (encoder, probe, protocol): mean `accuracy` and `macro_f1` over folds, their
+/// Per (encoder, checkpoint, probe, protocol): mean `accuracy` and `macro_f1` over folds, their
 /// sample standard deviations (null with one fold), and `folds`.
 pub fn summary(predictions: LazyFrame) -> LazyFrame {
     per_task(predictions)
@@ -110,7 +110,13 @@ mod tests {
     use crate::heldout::{Predictions, TaskLabel, predictions_frame};
 
     fn frame(labels: &[i32], predicted: &[i32], fold: Option<u32>) -> (TaskLabel, Predictions) {
-        let task = TaskLabel { encoder: "pretrained".into(), probe: "linear".into(), protocol: "toy".into(), fold };
+        let task = TaskLabel {
+            encoder: "pretrained".into(),
+            checkpoint: "step-00000010".into(),
+            probe: "linear".into(),
+            protocol: "toy".into(),
+            fold,
+        };
         let ids = (0..labels.len() as u64).collect();
         (task, Predictions { ids, labels: labels.to_vec(), predicted: predicted.to_vec() })
     }

@@ -117,6 +117,8 @@ fn principal_start(values: &[f32], dim: usize) -> Vec<f32> {
 #[derive(Debug, Clone)]
 pub struct Embedded {
     pub encoder: EncoderKind,
+    /// The checkpoint the features came from (`step-00000150`, `init`, …).
+    pub checkpoint: String,
     pub ids: Vec<u64>,
     pub labels: Vec<i32>,
     pub points: Vec<[f32; 2]>,
@@ -137,10 +139,11 @@ pub fn write(run: &Run, settings: &TsneSettings) -> Result<Vec<Embedded>> {
             continue;
         }
         let features = FeatureTable::read(&path)?;
+        let checkpoint = crate::features::Origin::read(&path)?.checkpoint;
         let started = std::time::Instant::now();
         let points = embed(&features.values, features.dim, settings);
         let seconds = started.elapsed().as_secs_f64();
-        embedded.push(Embedded { encoder, ids: features.ids, labels: features.labels, points, seconds });
+        embedded.push(Embedded { encoder, checkpoint, ids: features.ids, labels: features.labels, points, seconds });
     }
     if embedded.is_empty() {
         return Err(ProbeError::bad(
@@ -149,9 +152,11 @@ pub fn write(run: &Run, settings: &TsneSettings) -> Result<Vec<Embedded>> {
         ));
     }
     write_coordinates(&run.folder.report(ReportFile::TsneCoordinates), &embedded, &class_names)?;
-    let title = |encoder: EncoderKind| match encoder {
-        EncoderKind::Pretrained => format!("{} ({})", run.recipe.name(), run.recipe.method_info().name()),
-        EncoderKind::Context => "context encoder".to_string(),
+    let title = |embedded: &Embedded| match embedded.encoder {
+        EncoderKind::Pretrained => {
+            format!("{} ({}, {})", run.recipe.name(), run.recipe.method_info().name(), embedded.checkpoint)
+        }
+        EncoderKind::Context => format!("context encoder ({})", embedded.checkpoint),
         EncoderKind::Random => "random-init encoder".to_string(),
         EncoderKind::Pixels => "pixels".to_string(),
     };
@@ -190,12 +195,7 @@ const PANEL_PX: u32 = 720;
 const LEGEND_WIDTH_PX: u32 = 230;
 
 /// One panel per encoder, points coloured by class, the class legend on the right.
-fn draw(
-    path: &Path,
-    embedded: &[Embedded],
-    class_names: &[String],
-    title: impl Fn(EncoderKind) -> String,
-) -> Result<()> {
+fn draw(path: &Path, embedded: &[Embedded], class_names: &[String], title: impl Fn(&Embedded) -> String) -> Result<()> {
     ensure_font()?;
     let classes = embedded
         .iter()
@@ -219,10 +219,7 @@ fn draw(
                 if low.is_finite() { (low - pad)..(high + pad) } else { -1.0..1.0 }
             };
             let mut chart = ChartBuilder::on(panel)
-                .caption(
-                    format!("{} · {} test images", title(embedded.encoder), embedded.points.len()),
-                    (FONT_FAMILY, 20),
-                )
+                .caption(format!("{} · {} test images", title(embedded), embedded.points.len()), (FONT_FAMILY, 20))
                 .margin(14)
                 .build_cartesian_2d(range(0), range(1))
                 .map_err(fail)?;

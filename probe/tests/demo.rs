@@ -93,9 +93,19 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
     // The summary: 8 rows (4 encoders × 2 probes), fractions, all well above chance (10%).
     let summary = read(&run.folder.report(ReportFile::Summary));
     assert_eq!(summary.height(), 8, "{summary}");
-    for name in ["encoder", "probe", "protocol", "accuracy", "macro_f1"] {
+    for name in ["encoder", "checkpoint", "probe", "protocol", "accuracy", "macro_f1"] {
         assert!(summary.column(name).is_ok(), "summary lacks `{name}`");
     }
+    // Each row names where its encoder came from: both trained ones from the last step.
+    for row in &report.summary {
+        let expected = match row.encoder.as_str() {
+            "pretrained" | "context" => "step-00000040",
+            "random" => "init",
+            _ => "none",
+        };
+        assert_eq!(row.checkpoint, expected, "{row:?}");
+    }
+    assert_eq!(report.mixed_checkpoints, None);
     for (accuracy, macro_f1) in column_f64(&summary, "accuracy").into_iter().zip(column_f64(&summary, "macro_f1")) {
         assert!(accuracy > 0.4 && accuracy <= 1.0, "accuracy {accuracy} of\n{summary}");
         assert!(macro_f1 > 0.3 && macro_f1 <= 1.0, "macro F1 {macro_f1} of\n{summary}");

@@ -60,7 +60,10 @@ impl EncoderRole {
 /// An encoder of a run, and where it came from (a checkpoint, an imported file, or the init).
 pub struct LoadedEncoder<B: burn::tensor::backend::Backend> {
     pub encoder: VisionTransformer<B>,
+    /// Where it came from in full: the checkpoint's or the imported file's path, or the init.
     pub source: String,
+    /// The same in a table's width: `step-00000150`, `init` or `imported`.
+    pub from: String,
 }
 
 /// A run folder written by `train`, with the recipe it was trained with.
@@ -345,11 +348,11 @@ impl Run {
         };
         let load = LoadEncoder::<B> { seed: self.recipe.seed(), checkpoint: checkpoint.as_ref(), role, device };
         let encoder = self.recipe.method().visit(load)?;
-        let source = match &checkpoint {
-            Some(checkpoint) => checkpoint.to_string(),
-            None => format!("init (seed {})", self.recipe.seed()),
+        let (source, from) = match &checkpoint {
+            Some(checkpoint) => (checkpoint.to_string(), checkpoint.name()),
+            None => (format!("init (seed {})", self.recipe.seed()), "init".to_string()),
         };
-        Ok(LoadedEncoder { encoder, source })
+        Ok(LoadedEncoder { encoder, source, from })
     }
 
     /// The imported encoder, which must still be the one the config describes.
@@ -369,7 +372,11 @@ impl Run {
         }
         let from =
             file.metadata.get("imported_from").map(|from| format!(" (imported from {from})")).unwrap_or_default();
-        Ok(LoadedEncoder { encoder: file.load(device)?, source: format!("{}{from}", path.display()) })
+        Ok(LoadedEncoder {
+            encoder: file.load(device)?,
+            source: format!("{}{from}", path.display()),
+            from: "imported".to_string(),
+        })
     }
 
     /// What an exported file says besides its tensors: geometry, pixel statistics, where

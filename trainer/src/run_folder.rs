@@ -328,6 +328,13 @@ impl CheckpointFolder {
         &self.path
     }
 
+    /// Its folder's name (`step-00000150`): which checkpoint, in a table's width.
+    pub fn name(&self) -> String {
+        self.path
+            .file_name()
+            .map_or_else(|| self.path.display().to_string(), |name| name.to_string_lossy().into_owned())
+    }
+
     /// The optimizer steps it holds, from its name (`None` for another name).
     pub fn step(&self) -> Option<u64> {
         let name = self.path.file_name()?.to_str()?;
