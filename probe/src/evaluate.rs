@@ -173,7 +173,7 @@ pub fn write_outcome(run: &Run, encoder: EncoderKind, probe: &Probe, outcome: &P
             })
             .collect();
         let weight_decay = Column::new("weight_decay".into(), rows.iter().map(|row| row.setting).collect::<Vec<_>>());
-        write_search(&run.folder.selection(encoder, probe.name()), &rows, weight_decay)?;
+        write_search(&run.folder.selection(encoder, probe.name()), &rows, vec![weight_decay])?;
     }
     if !outcome.knn_selections.is_empty() {
         let rows: Vec<SearchRow> = outcome
@@ -187,7 +187,13 @@ pub fn write_outcome(run: &Run, encoder: EncoderKind, probe: &Probe, outcome: &P
             })
             .collect();
         let centre = Column::new("centre".into(), rows.iter().map(|row| row.setting > 0.5).collect::<Vec<_>>());
-        write_search(&run.folder.selection(encoder, probe.name()), &rows, centre)?;
+        let mut settings = vec![centre];
+        // The fixed settings too, so that what the report says of them is read, not assumed.
+        if let Probe::Knn(knn) = probe {
+            settings.push(Column::new("k".into(), vec![knn.k as i64; rows.len()]));
+            settings.push(Column::new("temperature".into(), vec![f64::from(knn.temperature); rows.len()]));
+        }
+        write_search(&run.folder.selection(encoder, probe.name()), &rows, settings)?;
     }
     Ok(())
 }
@@ -289,7 +295,7 @@ pub fn run_finetune<B: AutodiffBackend>(
         .collect();
     if !rows.is_empty() {
         let epochs = Column::new("epochs".into(), rows.iter().map(|row| row.setting as i64).collect::<Vec<_>>());
-        write_search(&run.folder.selection(encoder_kind, recipe.name()), &rows, epochs)?;
+        write_search(&run.folder.selection(encoder_kind, recipe.name()), &rows, vec![epochs])?;
     }
     Ok(results)
 }
@@ -334,23 +340,25 @@ impl<'a> SearchRow<'a> {
     }
 }
 
-/// A search table: who, the learning rate (NaN where there is none: kNN), `setting` (the
-/// other searched column), the validation accuracy, whether it was chosen, the split sizes,
-/// and the edge of the grid the choice still sat on (null: inside).
-fn write_search(path: &Path, rows: &[SearchRow], setting: Column) -> Result<()> {
+/// A search table: who, the learning rate (NaN where there is none: kNN), `settings` (the
+/// other searched column, then any fixed setting), the validation accuracy, whether it was
+/// chosen, the split sizes, and the edge of the grid the choice still sat on (null: inside).
+fn write_search(path: &Path, rows: &[SearchRow], settings: Vec<Column>) -> Result<()> {
     let column = |name: &str, values: Series| Column::from(values.with_name(name.into()));
-    let columns = vec![
+    let mut columns = vec![
         column("encoder", rows.iter().map(|row| row.task.encoder.as_str()).collect()),
         column("protocol", rows.iter().map(|row| row.task.protocol.as_str()).collect()),
         column("fold", rows.iter().map(|row| row.task.fold.map(|fold| fold as i32)).collect()),
         column("learning_rate", rows.iter().map(|row| row.learning_rate).collect()),
-        setting,
+    ];
+    columns.extend(settings);
+    columns.extend([
         column("validation_accuracy", rows.iter().map(|row| row.validation_accuracy).collect()),
         column("chosen", rows.iter().map(|row| row.chosen).collect()),
         column("fit_rows", rows.iter().map(|row| row.fit_rows as i64).collect()),
         column("validation_rows", rows.iter().map(|row| row.validation_rows as i64).collect()),
         column("edge", rows.iter().map(|row| row.edge.as_deref()).collect()),
-    ];
+    ]);
     let mut frame = DataFrame::new(rows.len(), columns).map_err(ProbeError::polars(path.display().to_string()))?;
     write_parquet(path, &mut frame)
 }

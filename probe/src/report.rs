@@ -14,7 +14,7 @@ use polars::prelude::*;
 use jepa_trainer::{EncoderKind, ReportFile, Run};
 
 use crate::error::{ProbeError, Result};
-use crate::evaluate::{KNN, LINEAR, SEED_FINETUNE, SEED_LINEAR, count_rows, manifest, scan, write_parquet};
+use crate::evaluate::{FINETUNE, KNN, LINEAR, SEED_FINETUNE, SEED_LINEAR, count_rows, manifest, scan, write_parquet};
 use crate::page::{Align, Page};
 use crate::plots::{self, Plots};
 use crate::protocol::{TEST_SPLIT, TRAIN_SPLIT};
@@ -206,6 +206,28 @@ fn mixed_checkpoints(rows: &[SummaryRow]) -> Option<String> {
     ))
 }
 
+/// `column` of the chosen row of the first encoder's `probe` search table (for a task
+/// without folds where there is one), when the run has such a table: what the page says of
+/// a probe's settings is read from what the probe wrote.
+fn selection_value(run: &Run, probe: &str, column: &str) -> Result<Option<f64>> {
+    for encoder in EncoderKind::ALL {
+        let path = run.folder.selection(encoder, probe);
+        if !path.exists() {
+            continue;
+        }
+        let chosen = collect(
+            scan(&path)?.filter(col("chosen")).sort(["fold"], SortMultipleOptions::default().with_nulls_last(false)),
+            &path.display().to_string(),
+        )?;
+        return Ok(chosen
+            .column(column)
+            .ok()
+            .and_then(|values| values.cast(&DataType::Float64).ok())
+            .and_then(|values| values.f64().ok().and_then(|values| values.get(0))));
+    }
+    Ok(None)
+}
+
 /// The run's `metrics.parquet`, when it has one.
 fn read_metrics(run: &Run) -> Result<Option<DataFrame>> {
     let path = run.folder.metrics();
@@ -334,14 +356,34 @@ fn page(
         (true, None) => "; `context` the encoder the optimizer trained, from the same checkpoint",
         (true, Some(_)) => "; `context` the encoder the optimizer trained",
     };
+    let held_out = |probe: &str| -> Result<String> {
+        let (validation, fit) =
+            (selection_value(run, probe, "validation_rows")?, selection_value(run, probe, "fit_rows")?);
+        Ok(match (validation, fit) {
+            (Some(validation), Some(fit)) => format!(
+                "{validation} of train's {} images ({:.0}%) held out",
+                validation + fit,
+                100.0 * validation / (validation + fit).max(1.0)
+            ),
+            _ => "a validation part of train".into(),
+        })
+    };
+    let knn = match (selection_value(run, KNN, "k")?, selection_value(run, KNN, "temperature")?) {
+        // Written from an f32: shown as the f32 it was.
+        (Some(k), Some(temperature)) => format!("k = {k}, votes exp(sim / {})", temperature as f32),
+        _ => "k and vote temperature not recorded".into(),
+    };
     page.paragraph(format!(
         "`pretrained` is {pretrained}{context}; `random` the same config from the run's seed, never \
          trained; `pixels` the image itself at the encoder's resolution (or its stored one, if smaller), \
          standardised per channel, with no encoder at all. Linear: softmax regression on standardised \
-         features, learning rate and weight decay chosen on 10% of train (the grid widened past any edge the best pair sat on), retrained on all of \
-         train, evaluated once on test. kNN: cosine, k = 20, votes exp(sim / 0.07), centred on the train \
-         mean or not as the same validation part chose. Fine-tune (where run): encoder and linear head trained end to end, learning \
-         rate and epochs chosen on a validation part of train, evaluated once on test."
+         features, learning rate and weight decay chosen on {} (the grid widened past any edge the best pair \
+         sat on), retrained on all of train, evaluated once on test. kNN: cosine, {knn}, centred on the train \
+         mean or not as chosen on {}. Fine-tune (where run): encoder and linear head trained end to end, \
+         learning rate and epochs chosen on {}, evaluated once on test.",
+        held_out(LINEAR)?,
+        held_out(KNN)?,
+        held_out(FINETUNE)?,
     ));
 
     if rows.iter().any(|row| [SEED_LINEAR, SEED_FINETUNE].contains(&row.probe.as_str())) {

@@ -16,11 +16,13 @@ use std::path::Path;
 
 use common::{TEST_IMAGES, TRAIN_IMAGES, assert_png, column_f64, read, real_slice, scratch_root};
 use jepa_probe::compare::{CompareOptions, compare};
-use jepa_probe::evaluate::EvaluateOptions;
+use jepa_probe::evaluate::{EvaluateOptions, Probe, run_probe, write_outcome};
 use jepa_probe::features::{FeatureOptions, FeatureTable, write_features};
 use jepa_probe::finetune::FinetuneSettings;
+use jepa_probe::knn::KnnSettings;
 use jepa_probe::linear::LinearSettings;
 use jepa_probe::pipeline::evaluate_all;
+use jepa_probe::report::write_report;
 use jepa_shared::Manifest;
 use jepa_trainer::portable::Hints;
 use jepa_trainer::run::EncoderRole;
@@ -147,6 +149,18 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
     ] {
         assert!(markdown.contains(needle), "report.md lacks `{needle}`:\n{markdown}");
     }
+    // The page states the settings the probes ran with, read from what they wrote: the
+    // defaults here, and another k once kNN runs with one.
+    let held_out = format!("{} of train's {} images (10%) held out", TRAIN_IMAGES / 10, TRAIN_IMAGES);
+    assert!(markdown.contains("k = 20, votes exp(sim / 0.07)") && markdown.contains(&held_out), "{markdown}");
+    let knn = Probe::Knn(KnnSettings { k: 7, temperature: 0.1, ..KnnSettings::default() });
+    for encoder in [EncoderKind::Pretrained, EncoderKind::Context, EncoderKind::Random, EncoderKind::Pixels] {
+        let outcome = run_probe(&run, encoder, &knn, &[]).unwrap();
+        write_outcome(&run, encoder, &knn, &outcome).unwrap();
+    }
+    write_report(&run).unwrap();
+    let rewritten = std::fs::read_to_string(&report.markdown).unwrap();
+    assert!(rewritten.contains("k = 7, votes exp(sim / 0.1)") && !rewritten.contains("k = 20"), "{rewritten}");
     for plot in
         ["training_curves.png", "confusion.png", "per_class.png", "masks.png", "tsne.png", "predictor_retrieval.png"]
     {
