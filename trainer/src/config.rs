@@ -103,6 +103,9 @@ pub struct EncoderConfig {
     pub dim: Option<usize>,
     pub depth: Option<usize>,
     pub heads: Option<usize>,
+    /// Each block's MLP width as a multiple of `dim` (the presets' 4 when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlp_ratio: Option<usize>,
 }
 
 fn default_image_size_px() -> usize {
@@ -256,6 +259,7 @@ impl RunConfig {
         vit.dim = encoder.dim.unwrap_or(vit.dim);
         vit.depth = encoder.depth.unwrap_or(vit.depth);
         vit.heads = encoder.heads.unwrap_or(vit.heads);
+        vit.mlp_ratio = encoder.mlp_ratio.unwrap_or(vit.mlp_ratio);
         match vit.problem() {
             Some((field, problem)) => Err(invalid(field, problem)),
             None => Ok(vit),

@@ -36,9 +36,6 @@ use crate::vit::{Block, VisionTransformer, VitConfig};
 pub const LAYOUT: &str = "timm.models.vision_transformer.VisionTransformer(class_token=False, global_pool='avg', \
                           fc_norm=False, num_classes=0)";
 
-/// The MLP width over the model width: the only one [`VitConfig`] runs describe.
-const MLP_RATIO: usize = 4;
-
 /// ImageNet's per-channel statistics, which timm's and the official I-JEPA models expect
 /// when a file does not say.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -460,6 +457,9 @@ fn geometry(
         _ => return Err(bad(format!("tensor `pos_embed` has shape {pos:?}, expected [1, patches, {dim}]"))),
     };
     let depth = (0..).take_while(|layer| tensors.contains_key(&format!("blocks.{layer}.norm1.weight"))).count();
+    if depth == 0 {
+        return Err(bad(format!("no tensor `blocks.0.norm1.weight` (expected shape [{dim}])")));
+    }
     let number = |key: &str| -> Result<Option<usize>> {
         metadata
             .get(key)
@@ -477,15 +477,17 @@ fn geometry(
             bad(format!("does not say how many attention heads its {dim}-wide blocks have: give --heads"))
         })?,
     };
-    let vit = VitConfig {
-        image_size_px: grid * patch,
-        patch_size_px: patch,
-        channels,
-        dim,
-        depth,
-        heads,
-        mlp_ratio: MLP_RATIO,
+    // The MLP's width is the file's own: its first block's `fc1` is [hidden, dim].
+    let fc1 = shape_of(path, tensors, "blocks.0.mlp.fc1.weight", &format!("[hidden, {dim}]"))?;
+    let mlp_ratio = match *fc1 {
+        [hidden, width] if width == dim && hidden > 0 && hidden.is_multiple_of(dim) => hidden / dim,
+        _ => {
+            return Err(bad(format!(
+                "tensor `blocks.0.mlp.fc1.weight` has shape {fc1:?}, expected [a multiple of {dim}, {dim}]"
+            )));
+        }
     };
+    let vit = VitConfig { image_size_px: grid * patch, patch_size_px: patch, channels, dim, depth, heads, mlp_ratio };
     // Metadata that disagrees with the tensors: the file is not what it says it is.
     for (key, value) in [
         ("img_size", vit.image_size_px),
@@ -504,9 +506,6 @@ fn geometry(
     if let Some((field, problem)) = vit.problem() {
         let field = if field == "heads" { "num_heads" } else { field };
         return Err(bad(format!("encoder `{field}` {problem}")));
-    }
-    if depth == 0 {
-        return Err(bad(format!("no tensor `blocks.0.norm1.weight` (expected shape [{dim}])")));
     }
     Ok(vit)
 }
@@ -649,6 +648,29 @@ mod tests {
         assert_eq!(snapshots.len(), expected_shapes(&vit).len());
     }
 
+    #[test]
+    fn the_mlp_width_is_read_from_the_file_not_assumed() {
+        let folder = tempfile::tempdir().unwrap();
+        let vit = VitConfig { mlp_ratio: 2, ..nano() };
+        let encoder = vit.init::<B>(&Default::default());
+        let path = folder.path().join("encoder.safetensors");
+        write(&encoder, &info(&vit), &path).unwrap();
+        let file = EncoderFile::open(&path, &Hints::default()).unwrap();
+        assert_eq!(file.vit.mlp_ratio, 2);
+        let loaded = file.load::<B>(&Default::default()).unwrap();
+        let before = encoder.forward(images(1), None).into_data().to_vec::<f32>().unwrap();
+        let after = loaded.forward(images(1), None).into_data().to_vec::<f32>().unwrap();
+        assert_eq!(before, after);
+        // A file whose metadata says nothing of the MLP (written by another tool).
+        let crafted = file_of(folder.path(), &expected_shapes(&vit), &NANO_METADATA);
+        assert_eq!(EncoderFile::open(&crafted, &Hints::default()).unwrap().vit.mlp_ratio, 2);
+        // A width that is no multiple of the model's is refused by name.
+        let mut shapes = expected_shapes(&nano());
+        shapes.iter_mut().find(|(key, _)| key == "blocks.0.mlp.fc1.weight").unwrap().1 = vec![50, 32];
+        let error = open_error(&file_of(folder.path(), &shapes, &NANO_METADATA));
+        assert!(error.contains("blocks.0.mlp.fc1.weight") && error.contains("a multiple of 32"), "{error}");
+    }
+
     /// A safetensors file of zeros holding `shapes`, with `metadata`.
     fn file_of(folder: &Path, shapes: &[(String, Vec<usize>)], metadata: &[(&str, &str)]) -> PathBuf {
         file_of_type(folder, shapes, metadata, safetensors::Dtype::F32, |_, _| 0.0)
@@ -730,10 +752,11 @@ mod tests {
         let error = open_error(&file_of(folder.path(), &shapes, &NANO_METADATA));
         assert!(error.contains("no tensor `blocks.1.attn.proj.weight` (expected shape [32, 32])"), "{error}");
 
+        // The first block's MLP sets the width every other block must have.
         let mut shapes = expected_shapes(&nano());
-        shapes.iter_mut().find(|(key, _)| key == "blocks.0.mlp.fc1.weight").unwrap().1 = vec![100, 32];
+        shapes.iter_mut().find(|(key, _)| key == "blocks.1.mlp.fc1.weight").unwrap().1 = vec![100, 32];
         let error = open_error(&file_of(folder.path(), &shapes, &NANO_METADATA));
-        assert!(error.contains("`blocks.0.mlp.fc1.weight` has shape [100, 32], expected [128, 32]"), "{error}");
+        assert!(error.contains("`blocks.1.mlp.fc1.weight` has shape [100, 32], expected [128, 32]"), "{error}");
     }
 
     #[test]

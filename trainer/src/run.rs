@@ -174,6 +174,7 @@ impl Run {
                 dim: Some(vit.dim),
                 depth: Some(vit.depth),
                 heads: Some(vit.heads),
+                mlp_ratio: Some(vit.mlp_ratio),
             },
             // Not trained here: the optimizer section only has to be valid.
             optim: OptimConfig {

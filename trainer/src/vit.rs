@@ -34,6 +34,7 @@ pub struct VitConfig {
     pub mlp_ratio: usize,
 }
 
+/// The presets' MLP width as a multiple of `dim` (the paper's and timm's).
 fn default_mlp_ratio() -> usize {
     4
 }
@@ -46,7 +47,8 @@ impl VitConfig {
     /// A named preset (see [`PRESETS`]) at the given resolution.
     pub fn preset(name: &str, image_size_px: usize, patch_size_px: usize, channels: usize) -> Option<Self> {
         let (_, dim, depth, heads) = PRESETS.iter().find(|(preset, ..)| *preset == name)?;
-        Some(Self { image_size_px, patch_size_px, channels, dim: *dim, depth: *depth, heads: *heads, mlp_ratio: 4 })
+        let mlp_ratio = default_mlp_ratio();
+        Some(Self { image_size_px, patch_size_px, channels, dim: *dim, depth: *depth, heads: *heads, mlp_ratio })
     }
 
     /// Patches per side.
@@ -78,6 +80,9 @@ impl VitConfig {
         }
         if !(self.channels == 1 || self.channels == 3) {
             return Some(("channels", format!("is {}, expected 1 or 3", self.channels)));
+        }
+        if self.mlp_ratio == 0 {
+            return Some(("mlp_ratio", "is 0, expected at least 1".into()));
         }
         None
     }
