@@ -340,13 +340,14 @@ impl<'a> SearchRow<'a> {
     }
 }
 
-/// A search table: who, the learning rate (NaN where there is none: kNN), `settings` (the
+/// A search table: who (encoder, checkpoint, task), the learning rate (NaN where there is none: kNN), `settings` (the
 /// other searched column, then any fixed setting), the validation accuracy, whether it was
 /// chosen, the split sizes, and the edge of the grid the choice still sat on (null: inside).
 fn write_search(path: &Path, rows: &[SearchRow], settings: Vec<Column>) -> Result<()> {
     let column = |name: &str, values: Series| Column::from(values.with_name(name.into()));
     let mut columns = vec![
         column("encoder", rows.iter().map(|row| row.task.encoder.as_str()).collect()),
+        column("checkpoint", rows.iter().map(|row| row.task.checkpoint.as_str()).collect()),
         column("protocol", rows.iter().map(|row| row.task.protocol.as_str()).collect()),
         column("fold", rows.iter().map(|row| row.task.fold.map(|fold| fold as i32)).collect()),
         column("learning_rate", rows.iter().map(|row| row.learning_rate).collect()),

@@ -498,8 +498,14 @@ fn page(
                     .unwrap_or(f64::NAN)
             };
             let fold = cell("fold");
+            // A table written before checkpoints were named has none to show.
+            let checkpoint = match cell("checkpoint").trim_matches('"') {
+                "" => "unrecorded".to_string(),
+                name => name.to_string(),
+            };
             selection_rows.push(vec![
                 encoder.to_string(),
+                checkpoint,
                 cell("protocol").trim_matches('"').to_string(),
                 if fold == "null" { "–".into() } else { fold },
                 format!("{:e}", number("learning_rate")),
@@ -516,6 +522,7 @@ fn page(
     page.table(
         &[
             ("encoder", Align::Left),
+            ("checkpoint", Align::Left),
             ("protocol", Align::Left),
             ("fold", Align::Right),
             ("lr", Align::Right),
@@ -547,12 +554,14 @@ fn page(
         let accuracy = search.column("validation_accuracy").ok().and_then(|c| c.f64().ok().cloned());
         let chosen = search.column("chosen").ok().and_then(|c| c.bool().ok().cloned());
         let protocol = search.column("protocol").ok().and_then(|c| c.str().ok().cloned());
+        let checkpoint = search.column("checkpoint").ok().and_then(|c| c.str().ok().cloned());
         let (Some(centre), Some(accuracy), Some(chosen), Some(protocol)) = (centre, accuracy, chosen, protocol) else {
             return Err(ProbeError::bad(&path, "expected protocol, centre, validation_accuracy and chosen columns"));
         };
         for row in 0..search.height() {
             centring_rows.push(vec![
                 encoder.to_string(),
+                checkpoint.as_ref().and_then(|names| names.get(row)).unwrap_or("unrecorded").to_string(),
                 protocol.get(row).unwrap_or_default().to_string(),
                 if centre.get(row).unwrap_or(false) { "train mean" } else { "none" }.to_string(),
                 format!("{:.2}%", 100.0 * accuracy.get(row).unwrap_or(f64::NAN)),
@@ -563,6 +572,7 @@ fn page(
     page.table(
         &[
             ("encoder", Align::Left),
+            ("checkpoint", Align::Left),
             ("protocol", Align::Left),
             ("centring", Align::Left),
             ("validation accuracy", Align::Right),

@@ -130,6 +130,8 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
     let selection = read(&probe.join("selection").join("pretrained.parquet"));
     assert!(selection.height() >= 2, "{selection}");
     assert!(selection.column("edge").is_ok(), "{selection}");
+    let searched_at = selection.column("checkpoint").unwrap().str().unwrap().get(0).map(String::from);
+    assert_eq!(searched_at.as_deref(), Some("step-00000040"), "{selection}");
     let knn_selection = read(&probe.join("selection").join("pretrained-knn.parquet"));
     assert_eq!(knn_selection.height(), 2, "{knn_selection}");
     for search in [&selection, &knn_selection] {
