@@ -33,11 +33,20 @@ pub fn reconstruct<B: AutodiffBackend>(
     count: usize,
     device: &B::Device,
 ) -> Result<Vec<Vec<Picture>>> {
-    let checkpoint = run.checkpoint(checkpoint)?;
+    rows_at::<B>(run, &run.checkpoint(checkpoint)?, count, device)
+}
+
+/// [`reconstruct`]'s rows, at a checkpoint already resolved.
+fn rows_at<B: AutodiffBackend>(
+    run: &Run,
+    checkpoint: &CheckpointFolder,
+    count: usize,
+    device: &B::Device,
+) -> Result<Vec<Vec<Picture>>> {
     let input = ImageInput::of_run(run)?;
     let dataset = Dataset::open(run.recipe.dataset())?;
     let images = LabelledImages::read_first(&dataset, TEST_SPLIT, input.image_size_px, input.channels, count.max(1))?;
-    let visitor = Reconstruct::<B> { run, checkpoint: &checkpoint, input: &input, images: &images, device };
+    let visitor = Reconstruct::<B> { run, checkpoint, input: &input, images: &images, device };
     run.recipe.method().visit(visitor)
 }
 
@@ -49,15 +58,17 @@ pub fn draw<B: AutodiffBackend>(
     out: &Path,
     device: &B::Device,
 ) -> Result<()> {
+    // Resolved once: the title names the checkpoint the rows come from.
+    let checkpoint = run.checkpoint(checkpoint)?;
     let sheet = Sheet {
         title: Some(format!(
             "run {} ({}) at {}: target patches as predicted",
             run.recipe.name(),
             run.recipe.method_info().name(),
-            run.checkpoint(checkpoint)?.name()
+            checkpoint.name()
         )),
         column_titles: ["original", "context", "reconstruction"].map(String::from).to_vec(),
-        rows: reconstruct::<B>(run, checkpoint, count, device)?,
+        rows: rows_at::<B>(run, &checkpoint, count, device)?,
         scale: SCALE,
         ..Sheet::default()
     };

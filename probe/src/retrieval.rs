@@ -146,7 +146,10 @@ pub fn write<B: AutodiffBackend>(run: &Run, device: &B::Device) -> Result<Retrie
     if run.evaluated_role() != EncoderRole::Target {
         return Err(not_feature_targets(run));
     }
-    let teacher = run.encoder_in_role::<B>(EncoderKind::Pretrained, Some(EncoderRole::Target), None, device)?.encoder;
+    // The teacher from the same checkpoint as the predictor and the title, resolved once.
+    let teacher = run
+        .encoder_in_role::<B>(EncoderKind::Pretrained, Some(EncoderRole::Target), Some(&checkpoint.name()), device)?
+        .encoder;
     let input = ImageInput::of_run(run)?;
     let dataset = Dataset::open(run.recipe.dataset())?;
     let images = LabelledImages::read_first(
