@@ -340,9 +340,10 @@ impl<'a> SearchRow<'a> {
     }
 }
 
-/// A search table: who (encoder, checkpoint, task), the learning rate (NaN where there is none: kNN), `settings` (the
-/// other searched column, then any fixed setting), the validation accuracy, whether it was
-/// chosen, the split sizes, and the edge of the grid the choice still sat on (null: inside).
+/// A search table: who (encoder, checkpoint, task), the learning rate (NaN where there is
+/// none: kNN), `settings` (the other searched column, then any fixed setting), the
+/// validation accuracy, whether it was chosen, the split sizes, and the edge of the grid the
+/// choice still sat on (null: inside).
 fn write_search(path: &Path, rows: &[SearchRow], settings: Vec<Column>) -> Result<()> {
     let column = |name: &str, values: Series| Column::from(values.with_name(name.into()));
     let mut columns = vec![

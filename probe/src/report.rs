@@ -206,26 +206,29 @@ fn mixed_checkpoints(rows: &[SummaryRow]) -> Option<String> {
     ))
 }
 
-/// `column` of the chosen row of the first encoder's `probe` search table (for a task
-/// without folds where there is one), when the run has such a table: what the page says of
-/// a probe's settings is read from what the probe wrote.
-fn selection_value(run: &Run, probe: &str, column: &str) -> Result<Option<f64>> {
-    for encoder in EncoderKind::ALL {
-        let path = run.folder.selection(encoder, probe);
-        if !path.exists() {
-            continue;
-        }
-        let chosen = collect(
-            scan(&path)?.filter(col("chosen")).sort(["fold"], SortMultipleOptions::default().with_nulls_last(false)),
-            &path.display().to_string(),
-        )?;
-        return Ok(chosen
-            .column(column)
+/// `columns` of the chosen row of the first encoder's `probe` search table (for a task
+/// without folds where there is one), read at once; `None` when the run has no such table
+/// or it lacks one of them. What the page says of a probe's settings is read from what the
+/// probe wrote.
+fn chosen_settings<const N: usize>(run: &Run, probe: &str, columns: [&str; N]) -> Result<Option<[f64; N]>> {
+    let Some(path) =
+        EncoderKind::ALL.iter().map(|&encoder| run.folder.selection(encoder, probe)).find(|path| path.exists())
+    else {
+        return Ok(None);
+    };
+    let chosen = collect(
+        scan(&path)?.filter(col("chosen")).sort(["fold"], SortMultipleOptions::default().with_nulls_last(false)),
+        &path.display().to_string(),
+    )?;
+    let first = |name: &str| {
+        chosen
+            .column(name)
             .ok()
             .and_then(|values| values.cast(&DataType::Float64).ok())
-            .and_then(|values| values.f64().ok().and_then(|values| values.get(0))));
-    }
-    Ok(None)
+            .and_then(|values| values.f64().ok().and_then(|values| values.get(0)))
+    };
+    let values: Option<Vec<f64>> = columns.iter().map(|name| first(name)).collect();
+    Ok(values.and_then(|values| values.try_into().ok()))
 }
 
 /// The run's `metrics.parquet`, when it has one.
@@ -357,21 +360,19 @@ fn page(
         (true, Some(_)) => "; `context` the encoder the optimizer trained",
     };
     let held_out = |probe: &str| -> Result<String> {
-        let (validation, fit) =
-            (selection_value(run, probe, "validation_rows")?, selection_value(run, probe, "fit_rows")?);
-        Ok(match (validation, fit) {
-            (Some(validation), Some(fit)) => format!(
+        Ok(match chosen_settings(run, probe, ["validation_rows", "fit_rows"])? {
+            Some([validation, fit]) => format!(
                 "{validation} of train's {} images ({:.0}%) held out",
                 validation + fit,
                 100.0 * validation / (validation + fit).max(1.0)
             ),
-            _ => "a validation part of train".into(),
+            None => "a validation part of train".into(),
         })
     };
-    let knn = match (selection_value(run, KNN, "k")?, selection_value(run, KNN, "temperature")?) {
+    let knn = match chosen_settings(run, KNN, ["k", "temperature"])? {
         // Written from an f32: shown as the f32 it was.
-        (Some(k), Some(temperature)) => format!("k = {k}, votes exp(sim / {})", temperature as f32),
-        _ => "k and vote temperature not recorded".into(),
+        Some([k, temperature]) => format!("k = {k}, votes exp(sim / {})", temperature as f32),
+        None => "k and vote temperature not recorded".into(),
     };
     page.paragraph(format!(
         "`pretrained` is {pretrained}{context}; `random` the same config from the run's seed, never \
