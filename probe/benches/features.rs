@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use burn::backend::NdArray;
-use jepa_probe::features::{ExtractSettings, ImageInput, encode_images};
+use jepa_eval::features::{ExtractSettings, ImageInput, encode_images};
 use jepa_trainer::vit::VitConfig;
 
 type Cpu = NdArray<f32>;

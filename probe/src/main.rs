@@ -24,18 +24,19 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand};
-use jepa_probe::compare::{CompareOptions, compare, markdown_table};
-use jepa_probe::evaluate::{
-    EvaluateOptions, FinetuneOptions, FinetuneRecipe, LINEAR, Probe, run_finetune, run_probe, write_outcome,
+use jepa_eval::evaluate::{
+    EvaluateOptions, FinetuneOptions, FinetuneRecipe, Probe, run_finetune, run_probe, write_outcome,
 };
-use jepa_probe::features::{FeatureOptions, write_features};
-use jepa_probe::finetune::FinetuneSettings;
-use jepa_probe::interop;
-use jepa_probe::knn::KnnSettings;
-use jepa_probe::linear::LinearSettings;
-use jepa_probe::pipeline::{Evaluation, draw_figures, evaluate_all};
-use jepa_probe::report::{Report, summary_table, write_report};
-use jepa_probe::seed::SeedSettings;
+use jepa_eval::features::{FeatureOptions, write_features};
+use jepa_eval::finetune::FinetuneSettings;
+use jepa_eval::interop;
+use jepa_eval::knn::KnnSettings;
+use jepa_eval::linear::LinearSettings;
+use jepa_eval::seed::SeedSettings;
+use jepa_report::compare::{CompareOptions, compare, markdown_table};
+use jepa_report::pipeline::{Evaluation, draw_figures, evaluate_all};
+use jepa_report::report::{Report, summary_table, write_report};
+use jepa_report::sweep::sweep;
 use jepa_trainer::device::{DeviceRequest, OnDevice};
 use jepa_trainer::portable::Hints;
 use jepa_trainer::run::EncoderRole;
@@ -403,7 +404,7 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long)]
         out: Option<PathBuf>,
-        #[arg(long, default_value_t = jepa_probe::mask_figure::MASK_IMAGES)]
+        #[arg(long, default_value_t = jepa_report::mask_figure::MASK_IMAGES)]
         images: usize,
     },
     /// The seed's STL-10 table beside a reproduction's (`make reproduce-seed`, after its probes)
@@ -570,7 +571,7 @@ fn check_protocols(run: &RunArgs, protocols: &[String]) -> anyhow::Result<()> {
     };
     let Some(manifest) = jepa_shared::Manifest::read(&dataset)? else { return Ok(()) };
     for name in protocols {
-        jepa_probe::protocol::named(&manifest, name)?;
+        jepa_eval::protocol::named(&manifest, name)?;
     }
     Ok(())
 }
@@ -652,8 +653,8 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Masks { run, config, out, images } => draw_masks(run, config, out, images),
         Command::SeedTable { ijepa, mae, times, out } => {
-            let times = times.map(|path| jepa_probe::reproduce::read_times(&path)).transpose()?.unwrap_or_default();
-            let table = jepa_probe::reproduce::table(&open_root(&ijepa)?, &open_root(&mae)?, &times)?;
+            let times = times.map(|path| jepa_report::reproduce::read_times(&path)).transpose()?.unwrap_or_default();
+            let table = jepa_report::reproduce::table(&open_root(&ijepa)?, &open_root(&mae)?, &times)?;
             print!("{table}");
             if let Some(out) = out {
                 jepa_shared::atomic::write_bytes(&out, table.as_bytes())?;
@@ -726,37 +727,14 @@ impl OnDevice for WithEncoders {
                 println!("summary: {}\nchart: {}", comparison.summary.display(), comparison.chart.display());
             }
             Command::Sweep { runs, table, encoders, skip_scored, quiet, evaluate } => {
-                let options = evaluate.options(quiet, on_cpu);
+                let runs: Vec<Run> = runs.iter().map(|root| open_root(root)).collect::<Result<_, _>>()?;
                 let encoders = if encoders.is_empty() { vec![EncoderKind::Pretrained] } else { encoders };
-                for root in &runs {
-                    let run = open_root(root)?;
-                    for &encoder in &encoders {
-                        if skip_scored && jepa_probe::sweep::has_row(&table, run.recipe.name(), encoder)? {
-                            println!("{} ({encoder}): already in {}", run.recipe.name(), table.display());
-                            continue;
-                        }
-                        let started = std::time::Instant::now();
-                        let scores = jepa_probe::sweep::score::<B>(&run, encoder, &options, device)?;
-                        jepa_probe::sweep::append(&table, jepa_probe::sweep::row(&run, &scores)?)?;
-                        println!(
-                            "{} ({encoder}): validation linear {:.2}%, kNN {:.2}%; {} steps, {:.0} s of training; scored in {:.0} s",
-                            scores.run,
-                            100.0 * scores.validation_linear,
-                            100.0 * scores.validation_knn,
-                            scores.steps,
-                            scores.train_seconds,
-                            started.elapsed().as_secs_f64()
-                        );
-                    }
-                }
-                for (method, run) in jepa_probe::sweep::chosen_runs(&table, EncoderKind::Pretrained)? {
-                    println!("best {method} recipe by validation linear accuracy: {run}");
-                }
-                println!("table: {}", table.display());
+                let options = evaluate.options(quiet, on_cpu);
+                sweep::<B>(&runs, &encoders, &table, skip_scored, &options, device, |line| println!("{line}"))?;
             }
             Command::Reconstruct { run: args, checkpoint, images, out } => {
                 let run = open(&args)?;
-                jepa_probe::reconstruction::draw::<B>(&run, checkpoint.as_deref(), images, &out, device)?;
+                jepa_report::reconstruction::draw::<B>(&run, checkpoint.as_deref(), images, &out, device)?;
                 println!("{}", out.display());
             }
             Command::Export { run: args, encoder, checkpoint, out } => {
@@ -781,7 +759,7 @@ impl OnDevice for WithEncoders {
                 let evaluation = evaluate_all::<B>(&run, &evaluate.options(args.quiet, on_cpu), device)?;
                 print_evaluation(&evaluation);
                 if require_pretrained_better {
-                    require_better(&evaluation.report)?;
+                    evaluation.report.pretrained_beats_random()?;
                 }
             }
             Command::Linear { .. }
@@ -812,7 +790,7 @@ fn draw_masks(
         (None, None) => bail!("give --run or --config"),
     };
     let out = out.or(default_out).context("--out is needed with --config")?;
-    jepa_probe::mask_figure::draw(&recipe, images, &out)?;
+    jepa_report::mask_figure::draw(&recipe, images, &out)?;
     println!("{}", out.display());
     Ok(())
 }
@@ -847,27 +825,4 @@ fn print_evaluation(evaluation: &Evaluation) {
         println!("figure: {} in {:.1} s ({})", figure.path.display(), figure.seconds, figure.note);
     }
     print_report(&evaluation.report);
-}
-
-/// Every protocol's pretrained linear accuracy must exceed the random-init one's.
-fn require_better(report: &Report) -> anyhow::Result<()> {
-    let linear = |encoder: &str, protocol: &str| {
-        report.summary.iter().find(|row| row.encoder == encoder && row.probe == LINEAR && row.protocol == protocol)
-    };
-    let mut protocols: Vec<&str> = report.summary.iter().map(|row| row.protocol.as_str()).collect();
-    protocols.dedup();
-    for protocol in protocols {
-        let pretrained =
-            linear(EncoderKind::Pretrained.as_str(), protocol).context("no pretrained linear-probe result")?;
-        let random = linear(EncoderKind::Random.as_str(), protocol).context("no random-init linear-probe result")?;
-        if pretrained.accuracy <= random.accuracy {
-            bail!(
-                "{protocol}: the pretrained encoder's linear-probe accuracy {:.2}% does not beat the random-init \
-                 encoder's {:.2}%",
-                100.0 * pretrained.accuracy,
-                100.0 * random.accuracy
-            );
-        }
-    }
-    Ok(())
 }

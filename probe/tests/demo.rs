@@ -15,14 +15,14 @@ mod common;
 use std::path::Path;
 
 use common::{TEST_IMAGES, TRAIN_IMAGES, assert_png, column_f64, read, real_slice, scratch_root};
-use jepa_probe::compare::{CompareOptions, compare};
-use jepa_probe::evaluate::{EvaluateOptions, Probe, run_probe, write_outcome};
-use jepa_probe::features::{FeatureOptions, FeatureTable, write_features};
-use jepa_probe::finetune::FinetuneSettings;
-use jepa_probe::knn::KnnSettings;
-use jepa_probe::linear::LinearSettings;
-use jepa_probe::pipeline::evaluate_all;
-use jepa_probe::report::write_report;
+use jepa_eval::evaluate::{EvaluateOptions, Probe, run_probe, write_outcome};
+use jepa_eval::features::{FeatureOptions, FeatureTable, write_features};
+use jepa_eval::finetune::FinetuneSettings;
+use jepa_eval::knn::KnnSettings;
+use jepa_eval::linear::LinearSettings;
+use jepa_report::compare::{CompareOptions, compare};
+use jepa_report::pipeline::evaluate_all;
+use jepa_report::report::write_report;
 use jepa_shared::Manifest;
 use jepa_trainer::portable::Hints;
 use jepa_trainer::run::EncoderRole;
@@ -187,7 +187,7 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
     // Retrieval: the trained and the random-init predictor, each over every predicted patch of
     // 200 test images ranked among all their patches.
     let patches = run.recipe.encoder().num_patches();
-    let retrieval = jepa_probe::retrieval::read_scores(&run).unwrap();
+    let retrieval = jepa_report::retrieval::read_scores(&run).unwrap();
     assert_eq!(retrieval.iter().map(|score| score.predictor.as_str()).collect::<Vec<_>>(), ["trained", "random"]);
     for score in &retrieval {
         assert_eq!((score.images, score.candidates), (200, 200 * patches));
@@ -199,10 +199,10 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
     // Export → import → features: bitwise the trained encoder's.
     let device = Default::default();
     let exported = root.join("exported").join("encoder.safetensors");
-    jepa_probe::interop::export::<Backend>(&run, None, None, &exported, &device).unwrap();
+    jepa_eval::interop::export::<Backend>(&run, None, None, &exported, &device).unwrap();
     let imported_root = runs.join("imported");
     let imported =
-        jepa_probe::interop::import::<Backend>(&imported_root, &exported, Some(&slice), &Hints::default(), &device)
+        jepa_eval::interop::import::<Backend>(&imported_root, &exported, Some(&slice), &Hints::default(), &device)
             .unwrap();
     assert!(imported.is_imported());
     let options = FeatureOptions { progress: false, ..FeatureOptions::default() };
@@ -217,13 +217,13 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
     let error = imported.encoder_in_role::<Backend>(EncoderKind::Pretrained, Some(EncoderRole::Context), None, &device);
     assert!(error.err().unwrap().to_string().contains("imported encoder"));
     let error =
-        jepa_probe::interop::import::<Backend>(run.folder.root(), &exported, Some(&slice), &Hints::default(), &device);
+        jepa_eval::interop::import::<Backend>(run.folder.root(), &exported, Some(&slice), &Hints::default(), &device);
     assert!(error.err().unwrap().to_string().contains("trained run"));
     // A file that is not an encoder: one sentence naming it, and no run folder.
     let bogus = root.join("bogus.safetensors");
     std::fs::write(&bogus, b"this is not a tensor file at all").unwrap();
     let refused = runs.join("refused");
-    let error = jepa_probe::interop::import::<Backend>(&refused, &bogus, Some(&slice), &Hints::default(), &device)
+    let error = jepa_eval::interop::import::<Backend>(&refused, &bogus, Some(&slice), &Hints::default(), &device)
         .err()
         .unwrap()
         .to_string();
@@ -375,7 +375,7 @@ fn small_comparison_of_every_method_and_random_on_real_fashion_mnist() {
     assert_png(&mae.folder.report(ReportFile::TrainingCurves));
 
     let figure = root.join("mae-reconstruction.png");
-    jepa_probe::reconstruction::draw::<Backend>(mae, None, 4, &figure, &Default::default()).unwrap();
+    jepa_report::reconstruction::draw::<Backend>(mae, None, 4, &figure, &Default::default()).unwrap();
     let bytes = std::fs::read(&figure).unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     // 3 columns and 4 rows of 112-px pictures with 8-px gaps, under a title and column titles.
@@ -386,7 +386,7 @@ fn small_comparison_of_every_method_and_random_on_real_fashion_mnist() {
     // I-JEPA with pixel targets draws what its predictor puts in the target blocks: the
     // context as it was, every target patch predicted, grey elsewhere.
     let pixels = &folders[1];
-    let rows = jepa_probe::reconstruction::reconstruct::<Backend>(pixels, None, 4, &Default::default()).unwrap();
+    let rows = jepa_report::reconstruction::reconstruct::<Backend>(pixels, None, 4, &Default::default()).unwrap();
     let masks = pixels.recipe.method_info().masks().sample_batch(pixels.recipe.seed(), 0, 0, 4);
     let patch_of = |index: usize| ((index / 28 / 4) * 7 + (index % 28) / 4) as u32;
     for (row, pictures) in rows.iter().enumerate() {
@@ -414,6 +414,6 @@ fn small_comparison_of_every_method_and_random_on_real_fashion_mnist() {
 
     // An I-JEPA run predicts features: it has no reconstruction figure.
     let error =
-        jepa_probe::reconstruction::draw::<Backend>(&folders[0], None, 4, &figure, &Default::default()).unwrap_err();
+        jepa_report::reconstruction::draw::<Backend>(&folders[0], None, 4, &figure, &Default::default()).unwrap_err();
     assert!(error.to_string().contains("whose targets are features, not pixels"), "{error}");
 }

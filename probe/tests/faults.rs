@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use jepa_probe::features::FeatureTable;
+use jepa_eval::features::FeatureTable;
 use jepa_shared::{DatasetWriter, ImageRecord, ShardLayout, SourceInfo};
 use jepa_trainer::training::{TrainOptions, train};
 use jepa_trainer::{EncoderKind, Recipe, RunFolder};
@@ -223,7 +223,7 @@ fn results_of_two_checkpoints_are_labelled_and_one_probe_never_spans_two() {
     let dim = table.dim;
     table.values[3 * dim + 1] = f32::NAN;
     let bad_id = table.ids[3];
-    let metadata: HashMap<String, String> = jepa_probe::features::read_metadata(&path).unwrap();
+    let metadata: HashMap<String, String> = jepa_eval::features::read_metadata(&path).unwrap();
     table.write(&path, &metadata).unwrap();
     let message = refused(&linear("context"));
     assert!(

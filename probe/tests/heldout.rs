@@ -6,9 +6,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use jepa_probe::evaluate::{Probe, run_probe};
-use jepa_probe::features::FeatureTable;
-use jepa_probe::linear::LinearSettings;
+use jepa_eval::evaluate::{Probe, run_probe};
+use jepa_eval::features::FeatureTable;
+use jepa_eval::linear::LinearSettings;
 use jepa_shared::rng::KeyedRng;
 use jepa_shared::{DatasetWriter, ImageRecord, ShardLayout, SourceInfo};
 use jepa_trainer::{EncoderKind, Recipe, Run, RunFolder};
@@ -115,7 +115,7 @@ fn stl10_folds_fit_each_fold_on_its_own_train_images_only() {
     train.write(&run.folder.features(EncoderKind::Pretrained, "train"), &no_metadata).unwrap();
     features(200, 6, 0.0).write(&run.folder.features(EncoderKind::Pretrained, "test"), &no_metadata).unwrap();
 
-    let knn = Probe::Knn(jepa_probe::knn::KnnSettings::default());
+    let knn = Probe::Knn(jepa_eval::knn::KnnSettings::default());
     let outcome = run_probe(&run, EncoderKind::Pretrained, &knn, &[]).unwrap();
     let names: Vec<(String, Option<u32>)> =
         outcome.evaluations.iter().map(|(task, _)| (task.protocol.clone(), task.fold)).collect();
@@ -128,8 +128,8 @@ fn stl10_folds_fit_each_fold_on_its_own_train_images_only() {
     // All of train sees every class.
     assert!(outcome.evaluations[0].1.predicted.contains(&2));
 
-    let frame = jepa_probe::heldout::predictions_frame(&outcome.evaluations).unwrap();
-    let summary = jepa_probe::scores::summary(polars::prelude::IntoLazy::lazy(frame)).collect().unwrap();
+    let frame = jepa_eval::heldout::predictions_frame(&outcome.evaluations).unwrap();
+    let summary = jepa_eval::scores::summary(polars::prelude::IntoLazy::lazy(frame)).collect().unwrap();
     let folds: Vec<i32> = summary.column("folds").unwrap().i32().unwrap().into_no_null_iter().collect();
     let protocols: Vec<&str> = summary.column("protocol").unwrap().str().unwrap().iter().map(Option::unwrap).collect();
     assert_eq!(protocols, vec!["stl10-5k", "stl10-folds"]);
@@ -154,7 +154,7 @@ fn the_recipe_a_sweep_picks_is_the_same_whatever_the_test_split_holds() {
     };
     train_features(&good, 2.0);
     train_features(&poor, 0.4);
-    let options = jepa_probe::evaluate::EvaluateOptions {
+    let options = jepa_eval::evaluate::EvaluateOptions {
         linear: LinearSettings {
             learning_rates: vec![1e-2, 1e-1],
             weight_decays: vec![0.0],
@@ -177,11 +177,11 @@ fn the_recipe_a_sweep_picks_is_the_same_whatever_the_test_split_holds() {
         let table = folder.path().join(format!("sweep-{scenario}.parquet"));
         let mut rows = Vec::new();
         for run in [&good, &poor] {
-            let scores = jepa_probe::sweep::score_features(run, EncoderKind::Pretrained, &options).unwrap();
-            jepa_probe::sweep::append(&table, jepa_probe::sweep::row(run, &scores).unwrap()).unwrap();
+            let scores = jepa_report::sweep::score_features(run, EncoderKind::Pretrained, &options).unwrap();
+            jepa_report::sweep::append(&table, jepa_report::sweep::row(run, &scores).unwrap()).unwrap();
             rows.push(scores);
         }
-        picks.push(jepa_probe::sweep::chosen_runs(&table, EncoderKind::Pretrained).unwrap());
+        picks.push(jepa_report::sweep::chosen_runs(&table, EncoderKind::Pretrained).unwrap());
         scored.push(rows);
     }
     assert_eq!(picks[0], vec![("ijepa".to_string(), "good".to_string())]);
@@ -192,7 +192,7 @@ fn the_recipe_a_sweep_picks_is_the_same_whatever_the_test_split_holds() {
     assert!(scored[1][1].test_knn > scored[1][0].test_knn, "{:?}", scored[1]);
     // Everything chosen on validation is the same in both scenarios.
     for (first, second) in scored[0].iter().zip(&scored[1]) {
-        let chosen = |s: &jepa_probe::sweep::SweepScores| {
+        let chosen = |s: &jepa_report::sweep::SweepScores| {
             (s.validation_linear, s.validation_knn, s.linear_lr, s.linear_weight_decay, s.knn_centre)
         };
         assert_eq!(chosen(first), chosen(second), "{} chose on the test split", first.run);

@@ -21,17 +21,17 @@ use std::time::{Duration, Instant};
 
 use burn::backend::{Autodiff, NdArray};
 use image::imageops::FilterType;
-use jepa_ingest::download::{DownloadOptions, fetch_stl10, md5_file};
-use jepa_ingest::stl10::Stl10;
-use jepa_ingest::{IngestOptions, Progress, ingest};
-use jepa_probe::evaluate::{
+use jepa_eval::evaluate::{
     EvaluateOptions, FinetuneOptions, FinetuneRecipe, KNN, LINEAR, Probe, SEED_FINETUNE, SEED_LINEAR, run_finetune,
     run_probe, write_outcome,
 };
-use jepa_probe::features::{FeatureOptions, FeatureTable};
-use jepa_probe::pipeline::evaluate_all;
-use jepa_probe::report::write_report;
-use jepa_probe::seed::SeedSettings;
+use jepa_eval::features::{FeatureOptions, FeatureTable};
+use jepa_eval::seed::SeedSettings;
+use jepa_ingest::download::{DownloadOptions, fetch_stl10, md5_file};
+use jepa_ingest::stl10::Stl10;
+use jepa_ingest::{IngestOptions, Progress, ingest};
+use jepa_report::pipeline::evaluate_all;
+use jepa_report::report::write_report;
 use jepa_shared::rng::KeyedRng;
 use jepa_shared::{Dataset, ShardLayout};
 use jepa_trainer::training::{TrainOptions, train};

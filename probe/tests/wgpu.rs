@@ -21,8 +21,8 @@ use std::sync::OnceLock;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use jepa_probe::features::{FeatureOptions, FeatureTable, write_features};
-use jepa_probe::retrieval::RetrievalScore;
+use jepa_eval::features::{FeatureOptions, FeatureTable, write_features};
+use jepa_report::retrieval::RetrievalScore;
 use jepa_trainer::device::{Choice, DeviceRequest, OnDevice, choose};
 use jepa_trainer::method::{Method, MethodVisitor};
 use jepa_trainer::training::{TrainOptions, TrainReport, train};
@@ -317,7 +317,7 @@ impl OnDevice for Retrieval<'_> {
     type Output = Vec<RetrievalScore>;
 
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Vec<RetrievalScore> {
-        jepa_probe::retrieval::write::<B>(self.run, device).unwrap().scores
+        jepa_report::retrieval::write::<B>(self.run, device).unwrap().scores
     }
 }
 

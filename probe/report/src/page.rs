@@ -8,8 +8,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-
-use crate::error::{ProbeError, Result};
+use jepa_eval::error::{ProbeError, Result};
 
 /// A column's alignment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,11 +7,11 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use jepa_eval::error::Result;
+use jepa_eval::protocol::TEST_SPLIT;
 use jepa_shared::{Dataset, LabelledImages};
 use jepa_trainer::Recipe;
 
-use crate::error::Result;
-use crate::protocol::TEST_SPLIT;
 use crate::sheet::{Outline, Picture, Sheet, block_colour};
 
 /// Images in the figure by default, drawn as pairs (image, masks) four to a row.

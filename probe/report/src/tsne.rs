@@ -13,16 +13,16 @@
 use std::path::Path;
 
 use bhtsne::tSNE;
+use jepa_eval::error::{ProbeError, Result};
+use jepa_eval::evaluate::{manifest, write_parquet};
+use jepa_eval::features::FeatureTable;
+use jepa_eval::knn::unit_rows;
+use jepa_eval::protocol::TEST_SPLIT;
 use jepa_trainer::{EncoderKind, ReportFile, Run};
 use plotters::prelude::*;
 use polars::prelude::*;
 
-use crate::error::{ProbeError, Result};
-use crate::evaluate::{manifest, write_parquet};
-use crate::features::FeatureTable;
-use crate::knn::unit_rows;
-use crate::plots::{FONT_FAMILY, ensure_font, png};
-use crate::protocol::TEST_SPLIT;
+use crate::canvas::{FONT_FAMILY, ensure_font, png};
 
 /// How t-SNE is run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -139,7 +139,7 @@ pub fn write(run: &Run, settings: &TsneSettings) -> Result<Vec<Embedded>> {
             continue;
         }
         let features = FeatureTable::read(&path)?;
-        let checkpoint = crate::features::Origin::read(&path)?.checkpoint;
+        let checkpoint = jepa_eval::features::Origin::read(&path)?.checkpoint;
         let started = std::time::Instant::now();
         let points = embed(&features.values, features.dim, settings);
         let seconds = started.elapsed().as_secs_f64();

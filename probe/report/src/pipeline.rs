@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
+use jepa_eval::error::Result;
+use jepa_eval::evaluate::{EvaluateOptions, evaluate_encoder};
 use jepa_trainer::run::EncoderRole;
 use jepa_trainer::{ReportFile, Run};
 
-use crate::error::Result;
-use crate::evaluate::{EvaluateOptions, evaluate_encoder};
 use crate::mask_figure::{self, MASK_IMAGES};
 use crate::report::{Report, write_report};
 use crate::retrieval;

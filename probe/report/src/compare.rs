@@ -21,15 +21,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
-use jepa_trainer::{EncoderKind, Run};
-use polars::prelude::*;
-
-use crate::error::{ProbeError, Result};
-use crate::evaluate::{
+use jepa_eval::error::{ProbeError, Result};
+use jepa_eval::evaluate::{
     EvaluateOptions, FINETUNE, FinetuneOptions, FinetuneRecipe, KNN, LINEAR, count_rows, evaluate_encoder,
     run_finetune, scan, write_parquet,
 };
-use crate::finetune::FinetuneSettings;
+use jepa_eval::finetune::FinetuneSettings;
+use jepa_trainer::{EncoderKind, Run};
+use polars::prelude::*;
+
 use crate::plots;
 use crate::report::write_report;
 

@@ -17,6 +17,12 @@ use std::path::Path;
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
+use jepa_eval::error::{ProbeError, Result};
+use jepa_eval::evaluate::{scan, write_parquet};
+use jepa_eval::features::ImageInput;
+use jepa_eval::knn::CosineIndex;
+use jepa_eval::protocol::TEST_SPLIT;
+use jepa_eval::select::argmax;
 use jepa_shared::{BatchMasks, Dataset, LabelledImages};
 use jepa_trainer::batch::DeviceBatch;
 use jepa_trainer::checkpoint;
@@ -26,11 +32,6 @@ use jepa_trainer::vit::VisionTransformer;
 use jepa_trainer::{CheckpointFolder, EncoderKind, ReportFile, Run};
 use polars::prelude::*;
 
-use crate::error::{ProbeError, Result};
-use crate::evaluate::{scan, write_parquet};
-use crate::features::ImageInput;
-use crate::knn::{CosineIndex, argmax};
-use crate::protocol::TEST_SPLIT;
 use crate::sheet::{Outline, Picture, Sheet, block_colour};
 
 /// Test images drawn as rows of the figure.

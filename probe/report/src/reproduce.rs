@@ -4,12 +4,12 @@
 
 use std::path::Path;
 
+use jepa_eval::error::{ProbeError, Result};
+use jepa_eval::evaluate::{LINEAR, SEED_FINETUNE, SEED_LINEAR, scan};
 use jepa_trainer::{EncoderKind, ReportFile, Run};
 use polars::prelude::*;
 
 use crate::compare::training_compute;
-use crate::error::{ProbeError, Result};
-use crate::evaluate::{LINEAR, SEED_FINETUNE, SEED_LINEAR, scan};
 use crate::page::{Align, Page};
 use crate::report::{SummaryRow, summary_rows};
 

@@ -5,11 +5,11 @@
 
 use std::path::Path;
 
+use jepa_eval::error::{ProbeError, Result};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::error::{ProbeError, Result};
-use crate::plots::{FONT_FAMILY, ensure_font, png};
+use crate::canvas::{FONT_FAMILY, ensure_font, png};
 
 /// Space between pictures, in pixels.
 const GAP_PX: usize = 8;

@@ -14,21 +14,21 @@
 //!
 //! Everything chosen from this table is chosen on the validation columns: [`best_recipes`]
 //! reads nothing else, and the probes behind each row chose their own settings on the same
-//! validation part ([`crate::linear::fit`], [`crate::knn::fit`]). The test columns are
+//! validation part ([`jepa_eval::linear::fit`], [`jepa_eval::knn::fit`]). The test columns are
 //! there to be reported, once the choice is made.
 
 use std::path::Path;
 
 use burn::tensor::backend::AutodiffBackend;
+use jepa_eval::error::{ProbeError, Result};
+use jepa_eval::evaluate::{
+    EvaluateOptions, Probe, ProbeOutcome, count_rows, run_probe, scan, write_outcome, write_parquet,
+};
+use jepa_eval::features::write_features;
 use jepa_trainer::{EncoderKind, Run};
 use polars::prelude::*;
 
 use crate::compare::{config_leaves, top_level, training_compute};
-use crate::error::{ProbeError, Result};
-use crate::evaluate::{
-    EvaluateOptions, Probe, ProbeOutcome, count_rows, run_probe, scan, write_outcome, write_parquet,
-};
-use crate::features::write_features;
 
 /// One row of the sweep table, before the config columns.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +47,45 @@ pub struct SweepScores {
     pub linear_weight_decay: f64,
     pub linear_edge: Option<String>,
     pub knn_centre: bool,
+}
+
+/// Scores each run's `encoders` into the table at `table` (a row already there is skipped
+/// when `skip_scored`), saying one line per row through `say`, then the recipe each method
+/// would choose.
+pub fn sweep<B: AutodiffBackend>(
+    runs: &[Run],
+    encoders: &[EncoderKind],
+    table: &Path,
+    skip_scored: bool,
+    options: &EvaluateOptions,
+    device: &B::Device,
+    mut say: impl FnMut(String),
+) -> Result<()> {
+    for run in runs {
+        for &encoder in encoders {
+            if skip_scored && has_row(table, run.recipe.name(), encoder)? {
+                say(format!("{} ({encoder}): already in {}", run.recipe.name(), table.display()));
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let scores = score::<B>(run, encoder, options, device)?;
+            append(table, row(run, &scores)?)?;
+            say(format!(
+                "{} ({encoder}): validation linear {:.2}%, kNN {:.2}%; {} steps, {:.0} s of training; scored in {:.0} s",
+                scores.run,
+                100.0 * scores.validation_linear,
+                100.0 * scores.validation_knn,
+                scores.steps,
+                scores.train_seconds,
+                started.elapsed().as_secs_f64()
+            ));
+        }
+    }
+    for (method, run) in chosen_runs(table, EncoderKind::Pretrained)? {
+        say(format!("best {method} recipe by validation linear accuracy: {run}"));
+    }
+    say(format!("table: {}", table.display()));
+    Ok(())
 }
 
 /// Features of `encoder`, then [`score_features`].

@@ -9,16 +9,17 @@
 
 use std::path::{Path, PathBuf};
 
+use jepa_eval::error::{ProbeError, Result};
+use jepa_eval::evaluate::{
+    FINETUNE, KNN, LINEAR, SEED_FINETUNE, SEED_LINEAR, count_rows, manifest, scan, write_parquet,
+};
+use jepa_eval::protocol::{TEST_SPLIT, TRAIN_SPLIT};
+use jepa_eval::scores;
+use jepa_trainer::{EncoderKind, ReportFile, Run};
 use polars::prelude::*;
 
-use jepa_trainer::{EncoderKind, ReportFile, Run};
-
-use crate::error::{ProbeError, Result};
-use crate::evaluate::{FINETUNE, KNN, LINEAR, SEED_FINETUNE, SEED_LINEAR, count_rows, manifest, scan, write_parquet};
 use crate::page::{Align, Page};
 use crate::plots::{self, Plots};
-use crate::protocol::{TEST_SPLIT, TRAIN_SPLIT};
-use crate::scores;
 
 /// One headline number, as `summary.parquet` holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +44,38 @@ pub struct Report {
     pub markdown: PathBuf,
     /// The same page, self-contained.
     pub html: PathBuf,
+}
+
+impl Report {
+    /// The pass/fail rule of `probe all --require-pretrained-better`: in every protocol the
+    /// pretrained encoder's linear-probe accuracy exceeds the random-init encoder's.
+    pub fn pretrained_beats_random(&self) -> Result<()> {
+        let failed = |problem: String| Err(ProbeError::bad(&self.markdown, problem));
+        let linear = |encoder: EncoderKind, protocol: &str| {
+            self.summary
+                .iter()
+                .find(|row| row.encoder == encoder.as_str() && row.probe == LINEAR && row.protocol == protocol)
+        };
+        let mut protocols: Vec<&str> = self.summary.iter().map(|row| row.protocol.as_str()).collect();
+        protocols.dedup();
+        for protocol in protocols {
+            let Some(pretrained) = linear(EncoderKind::Pretrained, protocol) else {
+                return failed(format!("{protocol}: no pretrained linear-probe result"));
+            };
+            let Some(random) = linear(EncoderKind::Random, protocol) else {
+                return failed(format!("{protocol}: no random-init linear-probe result"));
+            };
+            if pretrained.accuracy <= random.accuracy {
+                return failed(format!(
+                    "{protocol}: the pretrained encoder's linear-probe accuracy {:.2}% does not beat the \
+                     random-init encoder's {:.2}%",
+                    100.0 * pretrained.accuracy,
+                    100.0 * random.accuracy
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn collect(frame: LazyFrame, what: &str) -> Result<DataFrame> {
@@ -443,7 +476,8 @@ fn page(
             let path = run.folder.features(encoder, split);
             if path.exists() {
                 let (count, dim) = feature_shape(&path)?;
-                let source = crate::features::read_metadata(&path)?.get("checkpoint").cloned().unwrap_or("init".into());
+                let source =
+                    jepa_eval::features::read_metadata(&path)?.get("checkpoint").cloned().unwrap_or("init".into());
                 feature_rows.push(vec![
                     encoder.to_string(),
                     split.to_string(),

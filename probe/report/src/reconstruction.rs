@@ -9,6 +9,9 @@ use std::path::Path;
 
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
+use jepa_eval::error::{ProbeError, Result};
+use jepa_eval::features::ImageInput;
+use jepa_eval::protocol::TEST_SPLIT;
 use jepa_shared::{Dataset, LabelledImages};
 use jepa_trainer::batch::DeviceBatch;
 use jepa_trainer::checkpoint;
@@ -16,9 +19,6 @@ use jepa_trainer::method::{Method, MethodVisitor};
 use jepa_trainer::pixels::{patchify, unpatchify};
 use jepa_trainer::{CheckpointFolder, Run};
 
-use crate::error::{ProbeError, Result};
-use crate::features::ImageInput;
-use crate::protocol::TEST_SPLIT;
 use crate::sheet::{Picture, Sheet};
 
 /// Each image is drawn this many times larger (nearest neighbour).

@@ -25,9 +25,8 @@ use jepa_trainer::vit::VisionTransformer;
 use crate::error::Result;
 use crate::features::{ExtractSettings, ImageInput, encode_images};
 use crate::heldout::Predictions;
-use crate::knn::argmax;
-use crate::linear::{best_index, cosine_lr, validation_rows, validation_split};
 use crate::seed::{SeedSettings, pytorch_linear};
+use crate::select::{argmax, best_index, cosine_lr, validation_rows, validation_split};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinetuneSettings {

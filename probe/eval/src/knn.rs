@@ -12,7 +12,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::features::FeatureTable;
 use crate::heldout::Classifier;
-use crate::linear::{best_index, validation_split};
+use crate::select::{argmax, best_index, validation_split};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KnnSettings {
@@ -183,17 +183,6 @@ impl Classifier for Knn {
     fn predict(&self, features: &FeatureTable) -> Vec<i32> {
         self.votes(features).chunks_exact(self.classes).map(argmax).collect()
     }
-}
-
-/// The first index of the largest value.
-pub fn argmax(values: &[f32]) -> i32 {
-    let mut best = 0;
-    for (index, value) in values.iter().enumerate() {
-        if *value > values[best] {
-            best = index;
-        }
-    }
-    best as i32
 }
 
 /// The mean of each of the `dim` columns of `values`.
