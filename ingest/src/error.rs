@@ -18,7 +18,7 @@ pub enum IngestError {
     Download { url: String, problem: String },
 
     #[error(transparent)]
-    Shard(#[from] jepa_shared::ShardError),
+    File(#[from] jepa_shared::FileError),
 }
 
 impl IngestError {

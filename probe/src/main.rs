@@ -12,7 +12,7 @@
 //! probe compare  --run runs/compare-fashion/ijepa --run runs/compare-fashion/mae --out runs/compare-fashion
 //! probe sweep    --run runs/sweep/ijepa-ema99 [--run …] --table runs/sweep/sweep.parquet
 //! probe reconstruct --run runs/compare-fashion/mae --out mae-reconstruction.png   (methods that predict pixels)
-//! probe export   --run runs/demo-fashion [--encoder target|context] [--checkpoint step-N] --out encoder.safetensors
+//! probe export   --run runs/demo-fashion [--encoder teacher|trained] [--checkpoint step-N] --out encoder.safetensors
 //! probe all      --run runs/timm-ijepa --encoder-file model.safetensors --dataset datasets/stl10   (or an I-JEPA .pth.tar)
 //! ```
 //!
@@ -37,9 +37,9 @@ use jepa_report::compare::{CompareOptions, compare, markdown_table};
 use jepa_report::pipeline::{Evaluation, draw_figures, evaluate_all};
 use jepa_report::report::{Report, summary_table, write_report};
 use jepa_report::sweep::sweep;
+use jepa_trainer::EncoderRole;
 use jepa_trainer::device::{DeviceRequest, OnDevice};
-use jepa_trainer::portable::Hints;
-use jepa_trainer::run::EncoderRole;
+use jepa_trainer::interop::Hints;
 use jepa_trainer::{EncoderKind, Run};
 
 /// Tensors of a few hundred KiB are allocated and freed thousands of times a training step;

@@ -24,8 +24,8 @@ use jepa_report::compare::{CompareOptions, compare};
 use jepa_report::pipeline::evaluate_all;
 use jepa_report::report::write_report;
 use jepa_shared::Manifest;
-use jepa_trainer::portable::Hints;
-use jepa_trainer::run::EncoderRole;
+use jepa_trainer::EncoderRole;
+use jepa_trainer::interop::Hints;
 use jepa_trainer::training::{TrainOptions, train};
 use jepa_trainer::{EncoderKind, Recipe, ReportFile, Run};
 
@@ -214,7 +214,7 @@ fn small_demo_on_real_fashion_mnist_writes_a_complete_report_that_beats_chance()
         "features of the re-imported encoder differ from the original's"
     );
     // The imported run is refused what it cannot have, and a trained run is not overwritten.
-    let error = imported.encoder_in_role::<Backend>(EncoderKind::Pretrained, Some(EncoderRole::Context), None, &device);
+    let error = imported.encoder_in_role::<Backend>(EncoderKind::Pretrained, Some(EncoderRole::Trained), None, &device);
     assert!(error.err().unwrap().to_string().contains("imported encoder"));
     let error =
         jepa_eval::interop::import::<Backend>(run.folder.root(), &exported, Some(&slice), &Hints::default(), &device);

@@ -251,14 +251,10 @@ fn an_encoder_file_with_a_nan_weight_is_refused_naming_the_tensor() {
     let recipe = Recipe::load(Path::new(DEMO), &[]).unwrap();
     let vit = recipe.encoder().clone();
     let encoder = vit.init::<burn::backend::NdArray<f32>>(&Default::default());
-    let info = jepa_trainer::portable::ExportInfo {
-        vit,
-        pixel_mean: vec![0.5],
-        pixel_std: vec![0.25],
-        provenance: Vec::new(),
-    };
+    let info =
+        jepa_trainer::interop::ExportInfo { vit, pixel_mean: vec![0.5], pixel_std: vec![0.25], provenance: Vec::new() };
     let file = dir.path().join("encoder.safetensors");
-    jepa_trainer::portable::write(&encoder, &info, &file).unwrap();
+    jepa_trainer::interop::write(&encoder, &info, &file).unwrap();
     poison(&file, "norm.weight");
     let imported = dir.path().join("imported");
     let message = refused(&probe(&[

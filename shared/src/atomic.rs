@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::error::ShardError;
+use crate::error::FileError;
 
 /// The name `path` is written under before it is renamed into place, unique to this
 /// process so that two writers never share one: `report.md` → `report.tmp-4242.md`,
@@ -34,13 +34,13 @@ pub fn is_temp_name(name: &str) -> bool {
 /// Calls `write` with a temporary path beside `path` (creating the folder), then flushes the
 /// file it wrote to disk and renames it onto `path`. For writers that open the file
 /// themselves by name; [`write_file`] hands over an open file instead.
-pub fn write_path<T, E: From<ShardError>>(path: &Path, write: impl FnOnce(&Path) -> Result<T, E>) -> Result<T, E> {
+pub fn write_path<T, E: From<FileError>>(path: &Path, write: impl FnOnce(&Path) -> Result<T, E>) -> Result<T, E> {
     let folder = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(folder).map_err(ShardError::io(folder))?;
+    std::fs::create_dir_all(folder).map_err(FileError::io(folder))?;
     let temp = temp_name(path);
     let result = write(&temp).and_then(|value| {
-        File::open(&temp).and_then(|file| file.sync_all()).map_err(ShardError::io(&temp))?;
-        std::fs::rename(&temp, path).map_err(ShardError::io(path))?;
+        File::open(&temp).and_then(|file| file.sync_all()).map_err(FileError::io(&temp))?;
+        std::fs::rename(&temp, path).map_err(FileError::io(path))?;
         Ok(value)
     });
     if result.is_err() {
@@ -51,35 +51,35 @@ pub fn write_path<T, E: From<ShardError>>(path: &Path, write: impl FnOnce(&Path)
 
 /// Calls `write` with a new temporary file beside `path`, then flushes and renames it onto
 /// `path`.
-pub fn write_file<T, E: From<ShardError>>(path: &Path, write: impl FnOnce(&mut File) -> Result<T, E>) -> Result<T, E> {
+pub fn write_file<T, E: From<FileError>>(path: &Path, write: impl FnOnce(&mut File) -> Result<T, E>) -> Result<T, E> {
     write_path(path, |temp| {
-        let mut file = File::create(temp).map_err(ShardError::io(temp))?;
+        let mut file = File::create(temp).map_err(FileError::io(temp))?;
         write(&mut file)
     })
 }
 
 /// Writes `bytes` as the whole of `path`.
-pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), ShardError> {
-    write_file(path, |file| file.write_all(bytes).map_err(ShardError::io(path)))
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    write_file(path, |file| file.write_all(bytes).map_err(FileError::io(path)))
 }
 
 /// Fills a temporary folder beside `folder` with `fill`, flushes every file in it and
 /// renames it onto `folder`, replacing an older one of that name.
-pub fn write_folder<T, E: From<ShardError>>(folder: &Path, fill: impl FnOnce(&Path) -> Result<T, E>) -> Result<T, E> {
+pub fn write_folder<T, E: From<FileError>>(folder: &Path, fill: impl FnOnce(&Path) -> Result<T, E>) -> Result<T, E> {
     let temp = temp_name(folder);
     if temp.exists() {
-        std::fs::remove_dir_all(&temp).map_err(ShardError::io(&temp))?;
+        std::fs::remove_dir_all(&temp).map_err(FileError::io(&temp))?;
     }
-    std::fs::create_dir_all(&temp).map_err(ShardError::io(&temp))?;
+    std::fs::create_dir_all(&temp).map_err(FileError::io(&temp))?;
     let result = fill(&temp).and_then(|value| {
-        for entry in std::fs::read_dir(&temp).map_err(ShardError::io(&temp))? {
-            let path = entry.map_err(ShardError::io(&temp))?.path();
-            File::open(&path).and_then(|file| file.sync_all()).map_err(ShardError::io(&path))?;
+        for entry in std::fs::read_dir(&temp).map_err(FileError::io(&temp))? {
+            let path = entry.map_err(FileError::io(&temp))?.path();
+            File::open(&path).and_then(|file| file.sync_all()).map_err(FileError::io(&path))?;
         }
         if folder.exists() {
-            std::fs::remove_dir_all(folder).map_err(ShardError::io(folder))?;
+            std::fs::remove_dir_all(folder).map_err(FileError::io(folder))?;
         }
-        std::fs::rename(&temp, folder).map_err(ShardError::io(folder))?;
+        std::fs::rename(&temp, folder).map_err(FileError::io(folder))?;
         Ok(value)
     });
     if result.is_err() {
@@ -115,9 +115,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/table.parquet");
         write_bytes(&path, b"first").unwrap();
-        let failed: Result<(), ShardError> = write_file(&path, |file| {
+        let failed: Result<(), FileError> = write_file(&path, |file| {
             file.write_all(b"half of the second").unwrap();
-            Err(ShardError::Invalid { path: path.clone(), problem: "the writer failed".into() })
+            Err(FileError::Invalid { path: path.clone(), problem: "the writer failed".into() })
         });
         assert!(failed.is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"first");
@@ -131,9 +131,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let folder = dir.path().join("step-1");
         write_folder(&folder, |temp| write_bytes(&temp.join("a"), b"1")).unwrap();
-        let failed: Result<(), ShardError> = write_folder(&folder, |temp| {
+        let failed: Result<(), FileError> = write_folder(&folder, |temp| {
             write_bytes(&temp.join("b"), b"2")?;
-            Err(ShardError::Invalid { path: temp.to_path_buf(), problem: "stopped".into() })
+            Err(FileError::Invalid { path: temp.to_path_buf(), problem: "stopped".into() })
         });
         assert!(failed.is_err());
         assert_eq!(names(&folder), ["a"]);

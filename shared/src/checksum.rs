@@ -6,7 +6,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::error::{Result, ShardError};
+use crate::error::{FileError, Result};
 
 /// Lower-case hex of a digest, the form `sha256sum` prints and the manifest stores.
 pub fn to_hex(bytes: &[u8]) -> String {
@@ -61,11 +61,11 @@ impl Sha256Stream {
 
     /// Feeds a whole file through the hash without holding it in memory; returns its length.
     pub fn update_from_file(&mut self, path: &Path) -> Result<u64> {
-        let mut file = std::fs::File::open(path).map_err(ShardError::io(path))?;
+        let mut file = std::fs::File::open(path).map_err(FileError::io(path))?;
         let mut buffer = vec![0u8; 1 << 20];
         let mut total = 0u64;
         loop {
-            let read = file.read(&mut buffer).map_err(ShardError::io(path))?;
+            let read = file.read(&mut buffer).map_err(FileError::io(path))?;
             if read == 0 {
                 return Ok(total);
             }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Result, ShardError};
+use crate::error::{FileError, Result};
 use crate::manifest::{MANIFEST_FILE, Manifest, SourceInfo, SplitManifest};
 use crate::shard::{ImageRecord, SCHEMA_VERSION, ShardFile, ShardFileWriter, ShardLayout};
 
@@ -26,16 +26,16 @@ impl DatasetWriter {
     /// Prepares `<root>/.staging`, removing what an interrupted earlier run left there.
     pub fn create(root: &Path, layout: ShardLayout) -> Result<Self> {
         if layout.rows_per_group == 0 {
-            return Err(ShardError::Invalid {
+            return Err(FileError::Invalid {
                 path: root.to_path_buf(),
                 problem: "rows_per_group must be at least 1".into(),
             });
         }
-        std::fs::create_dir_all(root).map_err(ShardError::io(root))?;
+        std::fs::create_dir_all(root).map_err(FileError::io(root))?;
         let staging = root.join(STAGING_DIR);
         remove_dir_if_present(&staging)?;
         remove_dir_if_present(&root.join(OLD_SHARDS_DIR))?;
-        std::fs::create_dir_all(staging.join(SHARDS_DIR)).map_err(ShardError::io(&staging))?;
+        std::fs::create_dir_all(staging.join(SHARDS_DIR)).map_err(FileError::io(&staging))?;
         Ok(Self { root: root.to_path_buf(), staging, layout, splits: BTreeMap::new(), committed: false })
     }
 
@@ -43,9 +43,9 @@ impl DatasetWriter {
     pub fn split(&mut self, name: &str) -> Result<SplitWriter<'_>> {
         let folder = self.staging.join(SHARDS_DIR).join(name);
         if self.splits.contains_key(name) {
-            return Err(ShardError::Invalid { path: folder, problem: format!("split `{name}` written twice") });
+            return Err(FileError::Invalid { path: folder, problem: format!("split `{name}` written twice") });
         }
-        std::fs::create_dir_all(&folder).map_err(ShardError::io(&folder))?;
+        std::fs::create_dir_all(&folder).map_err(FileError::io(&folder))?;
         Ok(SplitWriter { dataset: self, name: name.to_string(), folder, current: None, files: Vec::new(), count: 0 })
     }
 
@@ -67,14 +67,14 @@ impl DatasetWriter {
         // between reads as "no dataset", never as a manifest that lists the wrong files.
         match std::fs::remove_file(&manifest_path) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                return Err(ShardError::io(&manifest_path)(error));
+                return Err(FileError::io(&manifest_path)(error));
             }
             _ => {}
         }
         if shards.exists() {
-            std::fs::rename(&shards, &old_shards).map_err(ShardError::io(&shards))?;
+            std::fs::rename(&shards, &old_shards).map_err(FileError::io(&shards))?;
         }
-        std::fs::rename(self.staging.join(SHARDS_DIR), &shards).map_err(ShardError::io(&shards))?;
+        std::fs::rename(self.staging.join(SHARDS_DIR), &shards).map_err(FileError::io(&shards))?;
         manifest.write_atomically(&self.root)?;
         self.committed = true;
         remove_dir_if_present(&old_shards)?;
@@ -138,7 +138,7 @@ impl SplitWriter<'_> {
 
 fn remove_dir_if_present(path: &Path) -> Result<()> {
     match std::fs::remove_dir_all(path) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(ShardError::io(path)(error)),
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(FileError::io(path)(error)),
         _ => Ok(()),
     }
 }

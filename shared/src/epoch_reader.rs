@@ -16,7 +16,7 @@ use async_channel::Sender;
 
 use crate::checksum::sha256_file;
 use crate::epoch::{EpochOrder, SampleAddress};
-use crate::error::ShardError;
+use crate::error::FileError;
 use crate::loader::{LoaderConfig, LoaderError, LoaderPosition, Result};
 use crate::manifest::Manifest;
 use crate::reader::{Dataset, ShardReader};
@@ -43,7 +43,7 @@ impl SplitPlan {
             let groups = file.row_groups;
             let full = groups.saturating_sub(1) * rows_per_group;
             if groups == 0 || rows <= full || rows > full + rows_per_group {
-                return Err(ShardError::Manifest {
+                return Err(FileError::Manifest {
                     path: manifest_path,
                     problem: format!(
                         "{} lists {rows} rows in {groups} row groups, which rows_per_group {rows_per_group} cannot give",
@@ -216,7 +216,7 @@ impl Reader {
         if self.config.settings.verify_checksums {
             let actual = sha256_file(path)?;
             if actual != listed.sha256 {
-                return Err(ShardError::Checksum { path: path.clone(), expected: listed.sha256.clone(), actual }.into());
+                return Err(FileError::Checksum { path: path.clone(), expected: listed.sha256.clone(), actual }.into());
             }
         }
         let shard = ShardReader::open(path)?;

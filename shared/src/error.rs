@@ -1,10 +1,11 @@
-//! One error type for everything that touches shards and manifests. Every variant that
-//! concerns a file carries its path, so a user can go straight to the culprit.
+//! The error of a file the project reads or writes: a shard, a manifest, and the run
+//! folder's files (config, checkpoints, logs, tables). Every variant carries the file's
+//! path, so a user can go straight to the culprit.
 
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ShardError {
+pub enum FileError {
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -45,22 +46,22 @@ pub enum ShardError {
     Invalid { path: PathBuf, problem: String },
 }
 
-impl ShardError {
+impl FileError {
     /// The error of an I/O operation on `path`, for `map_err`.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| ShardError::Io { path, source }
+        move |source| FileError::Io { path, source }
     }
 
     pub(crate) fn parquet(path: impl Into<PathBuf>) -> impl FnOnce(parquet::errors::ParquetError) -> Self {
         let path = path.into();
-        move |source| ShardError::Parquet { path, source }
+        move |source| FileError::Parquet { path, source }
     }
 
     pub(crate) fn arrow(path: impl Into<PathBuf>) -> impl FnOnce(arrow_schema::ArrowError) -> Self {
         let path = path.into();
-        move |source| ShardError::Arrow { path, source }
+        move |source| FileError::Arrow { path, source }
     }
 }
 
-pub type Result<T, E = ShardError> = std::result::Result<T, E>;
+pub type Result<T, E = FileError> = std::result::Result<T, E>;

@@ -6,14 +6,14 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use crate::augment::{CropBox, ImagePipeline, SourceImage};
-use crate::error::{Result, ShardError};
+use crate::error::{FileError, Result};
 use crate::reader::Dataset;
 
 /// Calls `visit(id, label, pixels)` for every image of `split` in manifest order, resized
 /// whole to `image_size_px` with `channels` channels (`[channels, size, size]` u8), until it
 /// returns [`ControlFlow::Break`]. An unlabelled image is an error naming the split and row
 /// group.
-pub fn each_labelled_image<E: From<ShardError>>(
+pub fn each_labelled_image<E: From<FileError>>(
     dataset: &Dataset,
     split: &str,
     image_size_px: usize,
@@ -22,7 +22,7 @@ pub fn each_labelled_image<E: From<ShardError>>(
 ) -> std::result::Result<(), E> {
     let mut pipeline = ImagePipeline::new(image_size_px as u32, channels as u8);
     let mut pixels = vec![0u8; channels * image_size_px * image_size_px];
-    let invalid = |row_group: usize, problem: String| ShardError::Invalid {
+    let invalid = |row_group: usize, problem: String| FileError::Invalid {
         path: format!("split `{split}` of {}, row group {row_group}", dataset.root().display()).into(),
         problem,
     };
@@ -73,7 +73,7 @@ impl LabelledImages {
             if keep.is_none_or(|keep| keep.contains(&id)) {
                 images.push(id, label, pixels);
             }
-            Ok::<_, ShardError>(ControlFlow::Continue(()))
+            Ok::<_, FileError>(ControlFlow::Continue(()))
         })?;
         Ok(images)
     }
@@ -92,7 +92,7 @@ impl LabelledImages {
         }
         each_labelled_image(dataset, split, image_size_px, channels, |id, label, pixels| {
             images.push(id, label, pixels);
-            Ok::<_, ShardError>(if images.len() == count { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+            Ok::<_, FileError>(if images.len() == count { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
         })?;
         Ok(images)
     }

@@ -53,7 +53,7 @@ pub mod shard;
 pub use augment::{CropBox, CropConfig, ImagePipeline};
 pub use dataset_writer::{DatasetWriter, SplitWriter};
 pub use epoch::{EpochOrder, SampleAddress};
-pub use error::{Result, ShardError};
+pub use error::{FileError, Result};
 pub use labelled::LabelledImages;
 pub use loader::{Batch, LoaderConfig, LoaderError, LoaderPosition, LoaderSettings, LoaderStats};
 pub use manifest::{Manifest, SourceInfo, SplitManifest};

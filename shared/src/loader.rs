@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::CropConfig;
-use crate::error::ShardError;
+use crate::error::FileError;
 use crate::masks::BatchMasks;
 
 /// How batches are made: the part of the loader a user sets in a run config. The image
@@ -113,7 +113,7 @@ pub enum LoaderError {
     Config { field: &'static str, problem: String },
 
     #[error(transparent)]
-    Shard(#[from] ShardError),
+    File(#[from] FileError),
 
     #[error("{path}: {problem}")]
     Image { path: PathBuf, problem: String },

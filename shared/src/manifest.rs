@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, ShardError};
+use crate::error::{FileError, Result};
 use crate::shard::{SCHEMA_VERSION, ShardFile, ShardLayout};
 
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -68,16 +68,16 @@ impl Manifest {
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(ShardError::io(&path)(error)),
+            Err(error) => return Err(FileError::io(&path)(error)),
         };
         let manifest: Manifest = serde_json::from_str(&text)
-            .map_err(|error| ShardError::Manifest { path: path.clone(), problem: error.to_string() })?;
+            .map_err(|error| FileError::Manifest { path: path.clone(), problem: error.to_string() })?;
         manifest.check(&path)?;
         Ok(Some(manifest))
     }
 
     fn check(&self, path: &Path) -> Result<()> {
-        let problem = |problem: String| ShardError::Manifest { path: path.to_path_buf(), problem };
+        let problem = |problem: String| FileError::Manifest { path: path.to_path_buf(), problem };
         if self.schema_version != SCHEMA_VERSION {
             return Err(problem(format!(
                 "schema_version is {}, this build reads {SCHEMA_VERSION}",

@@ -21,7 +21,7 @@ use metrics::{
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::error::{Result, ShardError};
+use crate::error::{FileError, Result};
 
 /// The latest value of every metric reported to it.
 #[derive(Clone, Default)]
@@ -192,26 +192,26 @@ impl MetricsTable {
         for index in 0..self.columns.len() {
             arrays.push(Arc::new(Float64Array::from(self.rows.iter().map(|row| row[index]).collect::<Vec<_>>())));
         }
-        let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(ShardError::arrow(path))?;
+        let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(FileError::arrow(path))?;
         crate::atomic::write_file(path, |file| {
-            let mut writer = ArrowWriter::try_new(file, schema, None).map_err(ShardError::parquet(path))?;
-            writer.write(&batch).map_err(ShardError::parquet(path))?;
-            writer.close().map_err(ShardError::parquet(path))?;
+            let mut writer = ArrowWriter::try_new(file, schema, None).map_err(FileError::parquet(path))?;
+            writer.write(&batch).map_err(FileError::parquet(path))?;
+            writer.close().map_err(FileError::parquet(path))?;
             Ok(())
         })
     }
 
     pub fn read(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(ShardError::io(path))?;
+        let file = File::open(path).map_err(FileError::io(path))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(ShardError::parquet(path))?
+            .map_err(FileError::parquet(path))?
             .build()
-            .map_err(ShardError::parquet(path))?;
+            .map_err(FileError::parquet(path))?;
         let mut table = Self::default();
         for batch in reader {
-            let batch = batch.map_err(ShardError::arrow(path))?;
+            let batch = batch.map_err(FileError::arrow(path))?;
             let schema = batch.schema();
-            let invalid = |problem: String| ShardError::Invalid { path: path.to_path_buf(), problem };
+            let invalid = |problem: String| FileError::Invalid { path: path.to_path_buf(), problem };
             if table.columns.is_empty() {
                 table.columns = schema.fields().iter().skip(1).map(|field| field.name().clone()).collect();
             }

@@ -2,7 +2,7 @@
 //! model's normalisation. Measured on the stored pixels (before any crop), converted to
 //! the channels the model sees (grey replicated to RGB, RGB reduced to BT.601 luma).
 
-use crate::error::ShardError;
+use crate::error::FileError;
 use crate::reader::Dataset;
 
 /// Mean and std per output channel over the first `max_images` images of `split`.
@@ -11,7 +11,7 @@ pub fn pixel_stats(
     split: &str,
     channels: usize,
     max_images: usize,
-) -> Result<(Vec<f32>, Vec<f32>), ShardError> {
+) -> Result<(Vec<f32>, Vec<f32>), FileError> {
     let mut sums = vec![0f64; channels];
     let mut squares = vec![0f64; channels];
     let mut count = 0u64;

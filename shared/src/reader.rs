@@ -11,7 +11,7 @@ use arrow_array::{Array, BinaryArray, PrimitiveArray, RecordBatch};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 
 use crate::checksum::sha256_file;
-use crate::error::{Result, ShardError};
+use crate::error::{FileError, Result};
 use crate::manifest::{Manifest, SplitManifest};
 use crate::shard::{ImageRecord, ShardFile, check_image, shard_schema};
 
@@ -45,7 +45,7 @@ impl Dataset {
     pub fn open(root: &Path) -> Result<Self> {
         match Manifest::read(root)? {
             Some(manifest) => Ok(Self { root: root.to_path_buf(), manifest }),
-            None => Err(ShardError::Invalid { path: Manifest::path(root), problem: missing_dataset(root) }),
+            None => Err(FileError::Invalid { path: Manifest::path(root), problem: missing_dataset(root) }),
         }
     }
 
@@ -59,7 +59,7 @@ impl Dataset {
 
     /// The split's manifest entry, or an error listing the splits that exist.
     pub fn split(&self, name: &str) -> Result<&SplitManifest> {
-        self.manifest.split(name).ok_or_else(|| ShardError::Invalid {
+        self.manifest.split(name).ok_or_else(|| FileError::Invalid {
             path: Manifest::path(&self.root),
             problem: format!(
                 "no split `{name}`; this dataset has: {}",
@@ -76,7 +76,7 @@ impl Dataset {
     pub fn open_shard(&self, file: &ShardFile) -> Result<ShardReader> {
         let reader = ShardReader::open(&self.shard_path(file))?;
         if reader.num_rows() as u64 != file.rows {
-            return Err(ShardError::Invalid {
+            return Err(FileError::Invalid {
                 path: reader.path.clone(),
                 problem: format!("holds {} rows but the manifest lists {}", reader.num_rows(), file.rows),
             });
@@ -89,7 +89,7 @@ impl Dataset {
         let path = self.shard_path(file);
         let actual = sha256_file(&path)?;
         if actual != file.sha256 {
-            return Err(ShardError::Checksum { path, expected: file.sha256.clone(), actual });
+            return Err(FileError::Checksum { path, expected: file.sha256.clone(), actual });
         }
         Ok(())
     }
@@ -103,7 +103,7 @@ impl Dataset {
                 self.verify_file(file)?;
                 let reader = self.open_shard(file)?;
                 if reader.num_row_groups() != file.row_groups {
-                    return Err(ShardError::Invalid {
+                    return Err(FileError::Invalid {
                         path: reader.path.clone(),
                         problem: format!(
                             "holds {} row groups but the manifest lists {}",
@@ -153,9 +153,8 @@ pub struct ShardReader {
 impl ShardReader {
     /// Reads the footer and checks the columns against the shard schema.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(ShardError::io(path))?;
-        let metadata =
-            ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(ShardError::parquet(path))?;
+        let file = File::open(path).map_err(FileError::io(path))?;
+        let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(FileError::parquet(path))?;
         check_schema(path, metadata.schema())?;
         Ok(Self { path: path.to_path_buf(), metadata })
     }
@@ -179,30 +178,30 @@ impl ShardReader {
     /// Reads row group `group` and checks every row's pixel count against its dimensions.
     pub fn read_row_group(&self, group: usize) -> Result<ImageBatch> {
         if group >= self.num_row_groups() {
-            return Err(ShardError::Invalid {
+            return Err(FileError::Invalid {
                 path: self.path.clone(),
                 problem: format!("row group {group} requested, the file has {}", self.num_row_groups()),
             });
         }
         // A fresh handle per read: handles cloned from one file share a seek offset, so
         // sharing one across loader threads would interleave their reads.
-        let file = File::open(&self.path).map_err(ShardError::io(&self.path))?;
+        let file = File::open(&self.path).map_err(FileError::io(&self.path))?;
         let rows = self.row_group_rows(group).max(1);
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone())
             .with_row_groups(vec![group])
             .with_batch_size(rows)
             .build()
-            .map_err(ShardError::parquet(&self.path))?;
+            .map_err(FileError::parquet(&self.path))?;
         let mut batches = Vec::with_capacity(1);
         for batch in reader {
-            batches.push(batch.map_err(ShardError::arrow(&self.path))?);
+            batches.push(batch.map_err(FileError::arrow(&self.path))?);
         }
         let batch = match batches.len() {
             0 => RecordBatch::new_empty(shard_schema()),
             1 => batches.pop().expect("one batch"),
             // The batch size equals the row count, so the reader yields exactly one batch.
             count => {
-                return Err(ShardError::Invalid {
+                return Err(FileError::Invalid {
                     path: self.path.clone(),
                     problem: format!("row group {group} came back as {count} batches, expected 1"),
                 });
@@ -220,10 +219,10 @@ fn check_schema(path: &Path, found: &arrow_schema::SchemaRef) -> Result<()> {
         let column = field.name().clone();
         match found.field_with_name(&column) {
             Err(_) => {
-                return Err(ShardError::Schema { path: path.to_path_buf(), column, problem: "missing".into() });
+                return Err(FileError::Schema { path: path.to_path_buf(), column, problem: "missing".into() });
             }
             Ok(actual) if actual.data_type() != field.data_type() => {
-                return Err(ShardError::Schema {
+                return Err(FileError::Schema {
                     path: path.to_path_buf(),
                     column,
                     problem: format!("type is {}, expected {}", actual.data_type(), field.data_type()),
@@ -276,7 +275,7 @@ impl ImageView<'_> {
 impl ImageBatch {
     fn from_record_batch(path: &Path, row_group: usize, batch: &RecordBatch) -> Result<Self> {
         let column = |name: &str| {
-            batch.column_by_name(name).ok_or_else(|| ShardError::Schema {
+            batch.column_by_name(name).ok_or_else(|| FileError::Schema {
                 path: path.to_path_buf(),
                 column: name.into(),
                 problem: "missing".into(),
@@ -302,7 +301,7 @@ impl ImageBatch {
                 check_image(image.height, image.width, image.channels, image.pixels.len()).err()
             };
             if let Some(problem) = problem {
-                return Err(ShardError::BadRow { path: path.to_path_buf(), row, id: image.id, problem });
+                return Err(FileError::BadRow { path: path.to_path_buf(), row, id: image.id, problem });
             }
         }
         Ok(())

@@ -25,7 +25,7 @@ use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use crate::checksum::HashingWriter;
-use crate::error::{Result, ShardError};
+use crate::error::{FileError, Result};
 
 /// Bumped whenever the columns or their meaning change; readers refuse other versions.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -167,10 +167,10 @@ pub struct ShardFileWriter {
 impl ShardFileWriter {
     pub fn create(path: &Path, layout: ShardLayout) -> Result<Self> {
         let temp_path = crate::atomic::temp_name(path);
-        let file = File::create(&temp_path).map_err(ShardError::io(&temp_path))?;
+        let file = File::create(&temp_path).map_err(FileError::io(&temp_path))?;
         let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
         let writer = ArrowWriter::try_new(sink, shard_schema(), Some(writer_properties(layout)))
-            .map_err(ShardError::parquet(&temp_path))?;
+            .map_err(FileError::parquet(&temp_path))?;
         Ok(Self {
             final_path: path.to_path_buf(),
             temp_path,
@@ -186,7 +186,7 @@ impl ShardFileWriter {
     /// Appends one image; a full row group is flushed to disk as it fills.
     pub fn push(&mut self, record: &ImageRecord) -> Result<()> {
         if let Err(problem) = record.validate() {
-            return Err(ShardError::BadRow {
+            return Err(FileError::BadRow {
                 path: self.final_path.clone(),
                 row: self.rows as usize,
                 id: record.id,
@@ -222,9 +222,9 @@ impl ShardFileWriter {
         }
         let batch = self.builders.finish(&self.temp_path)?;
         let writer = self.writer.as_mut().expect("writer is present until finish");
-        writer.write(&batch).map_err(ShardError::parquet(&self.temp_path))?;
+        writer.write(&batch).map_err(FileError::parquet(&self.temp_path))?;
         // One record batch per row group: the loader seeks and shuffles by row group.
-        writer.flush().map_err(ShardError::parquet(&self.temp_path))?;
+        writer.flush().map_err(FileError::parquet(&self.temp_path))?;
         self.row_groups += 1;
         Ok(())
     }
@@ -234,13 +234,13 @@ impl ShardFileWriter {
     pub fn finish(mut self, dataset_root: &Path) -> Result<ShardFile> {
         self.flush_row_group()?;
         let writer = self.writer.take().expect("writer is present until finish");
-        let sink = writer.into_inner().map_err(ShardError::parquet(&self.temp_path))?;
+        let sink = writer.into_inner().map_err(FileError::parquet(&self.temp_path))?;
         let (buffered, sha256, bytes) = sink.finish();
-        let file = buffered.into_inner().map_err(|error| ShardError::io(&self.temp_path)(error.into_error()))?;
-        file.sync_all().map_err(ShardError::io(&self.temp_path))?;
+        let file = buffered.into_inner().map_err(|error| FileError::io(&self.temp_path)(error.into_error()))?;
+        file.sync_all().map_err(FileError::io(&self.temp_path))?;
         drop(file);
-        std::fs::rename(&self.temp_path, &self.final_path).map_err(ShardError::io(&self.final_path))?;
-        let relative = self.final_path.strip_prefix(dataset_root).map_err(|_| ShardError::Invalid {
+        std::fs::rename(&self.temp_path, &self.final_path).map_err(FileError::io(&self.final_path))?;
+        let relative = self.final_path.strip_prefix(dataset_root).map_err(|_| FileError::Invalid {
             path: self.final_path.clone(),
             problem: format!("shard is not inside the dataset root {}", dataset_root.display()),
         })?;
@@ -319,6 +319,6 @@ impl RowBuilders {
             Arc::new(self.channels.finish()),
             Arc::new(self.pixels.finish()),
         ];
-        RecordBatch::try_new(shard_schema(), columns).map_err(ShardError::arrow(path))
+        RecordBatch::try_new(shard_schema(), columns).map_err(FileError::arrow(path))
     }
 }

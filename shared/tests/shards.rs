@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, BinaryArray, Int32Array, RecordBatch, UInt8Array, UInt16Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
-use jepa_shared::{Dataset, DatasetWriter, ImageRecord, ShardCodec, ShardError, ShardLayout, ShardReader, SourceInfo};
+use jepa_shared::{Dataset, DatasetWriter, FileError, ImageRecord, ShardCodec, ShardLayout, ShardReader, SourceInfo};
 use proptest::prelude::*;
 
 fn source() -> SourceInfo {
@@ -111,7 +111,7 @@ fn a_changed_shard_fails_its_checksum_naming_the_file() {
     bytes[10] ^= 1;
     std::fs::write(&path, bytes).unwrap();
     let error = Dataset::open(root.path()).unwrap().verify().unwrap_err();
-    assert!(matches!(error, ShardError::Checksum { .. }), "{error}");
+    assert!(matches!(error, FileError::Checksum { .. }), "{error}");
     assert!(error.to_string().contains("part-00000.parquet"), "{error}");
 }
 

@@ -12,17 +12,18 @@ use std::path::PathBuf;
 use burn::module::{AutodiffModule, Module};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use jepa_shared::{LoaderPosition, ShardError};
+use jepa_shared::{FileError, LoaderPosition};
 use serde::{Deserialize, Serialize};
 
+use crate::encoders::CheckpointPart;
 use crate::optim::AdamW;
-use crate::run_folder::{CheckpointFolder, CheckpointPart, RunFolder};
+use crate::run_folder::{CheckpointFolder, RunFolder};
 use crate::vit::VisionTransformer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error(transparent)]
-    Io(#[from] ShardError),
+    Io(#[from] FileError),
 
     #[error("{path}: {problem}")]
     Record { path: PathBuf, problem: String },
@@ -41,13 +42,13 @@ struct FileDigest {
 /// Writes `digests.json` for every other file of `folder`.
 fn write_digests(folder: &CheckpointFolder) -> Result<()> {
     let mut digests = BTreeMap::new();
-    for entry in std::fs::read_dir(folder.path()).map_err(ShardError::io(folder.path()))? {
-        let path = entry.map_err(ShardError::io(folder.path()))?.path();
+    for entry in std::fs::read_dir(folder.path()).map_err(FileError::io(folder.path()))? {
+        let path = entry.map_err(FileError::io(folder.path()))?.path();
         let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
         if path == folder.digests() {
             continue;
         }
-        let bytes = std::fs::metadata(&path).map_err(ShardError::io(&path))?.len();
+        let bytes = std::fs::metadata(&path).map_err(FileError::io(&path))?.len();
         digests.insert(name, FileDigest { sha256: jepa_shared::checksum::sha256_file(&path)?, bytes });
     }
     let json = serde_json::to_vec_pretty(&digests).expect("digests serialise");
@@ -161,7 +162,7 @@ pub fn save<B: AutodiffBackend, M: AutodiffModule<B>>(
         parts
             .model
             .clone()
-            .save_file(temp.stem(CheckpointPart::Model), &recorder)
+            .save_file(temp.stem(CheckpointPart::Trained), &recorder)
             .map_err(record_error(&checkpoint))?;
         if let Some(teacher) = &parts.target_encoder {
             teacher
@@ -185,7 +186,7 @@ pub fn save<B: AutodiffBackend, M: AutodiffModule<B>>(
             continue;
         }
         std::fs::remove_dir_all(oldest.path())
-            .map_err(|source| ShardError::Io { path: oldest.path().to_path_buf(), source })?;
+            .map_err(|source| FileError::Io { path: oldest.path().to_path_buf(), source })?;
     }
     Ok(checkpoint)
 }
@@ -199,7 +200,7 @@ pub fn load<B: AutodiffBackend, M: AutodiffModule<B>>(
     let recorder = recorder();
     let model = fresh
         .model
-        .load_file(checkpoint.stem(CheckpointPart::Model), &recorder, device)
+        .load_file(checkpoint.stem(CheckpointPart::Trained), &recorder, device)
         .map_err(record_error(checkpoint))?;
     let target_encoder = match fresh.target_encoder {
         Some(teacher) => Some(load_teacher(checkpoint, teacher, device)?),
@@ -209,7 +210,7 @@ pub fn load<B: AutodiffBackend, M: AutodiffModule<B>>(
         .map_err(record_error(checkpoint))?;
     let optimizer = fresh.optimizer.load_record(record);
     let state_path = checkpoint.state();
-    let bytes = std::fs::read(&state_path).map_err(|source| ShardError::Io { path: state_path.clone(), source })?;
+    let bytes = std::fs::read(&state_path).map_err(|source| FileError::Io { path: state_path.clone(), source })?;
     let state = serde_json::from_slice(&bytes)
         .map_err(|error| CheckpointError::Record { path: state_path.clone(), problem: error.to_string() })?;
     Ok((Trainable { model, target_encoder, optimizer }, state))
@@ -217,7 +218,7 @@ pub fn load<B: AutodiffBackend, M: AutodiffModule<B>>(
 
 /// The trained model alone, into `fresh` (for evaluation: no optimizer state).
 pub fn load_model<B: Backend, M: Module<B>>(checkpoint: &CheckpointFolder, fresh: M, device: &B::Device) -> Result<M> {
-    fresh.load_file(checkpoint.stem(CheckpointPart::Model), &recorder(), device).map_err(record_error(checkpoint))
+    fresh.load_file(checkpoint.stem(CheckpointPart::Trained), &recorder(), device).map_err(record_error(checkpoint))
 }
 
 /// The EMA teacher alone, into `fresh`.

@@ -16,9 +16,9 @@ use jepa_shared::{MaskConfig, MaskSampler, MultiBlockMasks};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::DeviceBatch;
+use crate::encoders::EncoderRole;
 use crate::method::{
-    BatchLoss, Evaluated, Method, MethodInfo, MethodSection, Reduce, SectionError, Stat, read_section, seeded,
-    write_section,
+    BatchLoss, Method, MethodInfo, MethodSection, Reduce, SectionError, Stat, read_section, seeded, write_section,
 };
 use crate::predictor::{Predictor, PredictorConfig};
 use crate::vit::{VisionTransformer, VitConfig, gather_tokens};
@@ -216,8 +216,8 @@ impl MethodInfo for IJepaMethod {
         &["target_feature_std", "relaxed_masks"]
     }
 
-    fn evaluated(&self) -> Evaluated {
-        Evaluated::Teacher
+    fn evaluated(&self) -> EncoderRole {
+        EncoderRole::Teacher
     }
 
     fn evaluated_description(&self) -> &'static str {

@@ -13,10 +13,10 @@ use jepa_shared::{MaskConfig, MaskSampler, MultiBlockMasks};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::DeviceBatch;
+use crate::encoders::EncoderRole;
 use crate::ijepa::{IJepa, IJepaSettings, check_predictor, multi_block_masks};
 use crate::method::{
-    BatchLoss, Evaluated, Method, MethodInfo, MethodSection, Reduce, SectionError, Stat, read_section, seeded,
-    write_section,
+    BatchLoss, Method, MethodInfo, MethodSection, Reduce, SectionError, Stat, read_section, seeded, write_section,
 };
 use crate::pixels::{norm_pix, patchify, undo_norm_pix};
 use crate::predictor::PredictorConfig;
@@ -88,8 +88,8 @@ impl MethodInfo for IJepaPixelsMethod {
         &["relaxed_masks"]
     }
 
-    fn evaluated(&self) -> Evaluated {
-        Evaluated::Trained
+    fn evaluated(&self) -> EncoderRole {
+        EncoderRole::Trained
     }
 
     fn evaluated_description(&self) -> &'static str {

@@ -15,6 +15,8 @@
 //!   predictor, MAE's decoder);
 //! - [`pixels`]: pixel-space targets: patchify and per-patch normalisation;
 //! - [`batch`]: a loader batch on the device;
+//! - [`encoders`]: which encoder, in one vocabulary: a method's encoders by role, a
+//!   checkpoint's parts, and the encoders a result is about;
 //! - [`method`]: the seam: what a method brings, and seeded model init;
 //! - [`ijepa`]: I-JEPA: multi-block masks, predictor, EMA target encoder, loss in feature space;
 //! - [`ijepa_pixels`]: I-JEPA's masks and predictor with pixel targets, no teacher;
@@ -27,7 +29,7 @@
 //! - [`step`]: one optimizer step of any method (accumulation, clipping, AdamW, EMA);
 //! - [`run_folder`]: the layout of `runs/<name>/`, every file name in one place;
 //! - [`checkpoint`]: atomic checkpoints with everything resume needs;
-//! - [`portable`]: encoders in and out in PyTorch's layouts (timm safetensors, I-JEPA `.pth.tar`);
+//! - [`interop`]: encoders in and out in PyTorch's layouts (timm safetensors, I-JEPA `.pth.tar`);
 //! - [`run`]: a trained run as evaluation opens it, and the encoders it evaluates;
 //! - [`training`]: the loop and its metrics table;
 //! - [`timing`]: a step's time on a backend, and a whole run's on this machine's CPU;
@@ -39,15 +41,16 @@ pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod ema;
+pub mod encoders;
 pub mod finite;
 pub mod ijepa;
 pub mod ijepa_pixels;
+pub mod interop;
 pub mod kernels;
 pub mod mae;
 pub mod method;
 pub mod optim;
 pub mod pixels;
-pub mod portable;
 pub mod predictor;
 pub mod prometheus;
 pub mod recipe;
@@ -60,6 +63,7 @@ pub mod timing;
 pub mod training;
 pub mod vit;
 
+pub use encoders::{CheckpointPart, EncoderKind, EncoderRole};
 pub use recipe::Recipe;
 pub use run::{Run, RunError};
-pub use run_folder::{CheckpointFolder, EncoderKind, ReportFile, RunFolder};
+pub use run_folder::{CheckpointFolder, ReportFile, RunFolder};

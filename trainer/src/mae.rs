@@ -20,10 +20,9 @@ use jepa_shared::{MaskSampler, RandomMasks};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::DeviceBatch;
+use crate::encoders::EncoderRole;
 use crate::ijepa::check_predictor;
-use crate::method::{
-    BatchLoss, Evaluated, Method, MethodInfo, MethodSection, SectionError, read_section, seeded, write_section,
-};
+use crate::method::{BatchLoss, Method, MethodInfo, MethodSection, SectionError, read_section, seeded, write_section};
 use crate::pixels::{norm_pix, patchify, undo_norm_pix};
 use crate::predictor::{Predictor, PredictorConfig};
 use crate::vit::{VisionTransformer, VitConfig, gather_tokens};
@@ -190,8 +189,8 @@ impl MethodInfo for MaeMethod {
         &[]
     }
 
-    fn evaluated(&self) -> Evaluated {
-        Evaluated::Trained
+    fn evaluated(&self) -> EncoderRole {
+        EncoderRole::Trained
     }
 
     fn evaluated_description(&self) -> &'static str {

@@ -59,12 +59,12 @@ struct Cli {
 const INTERRUPTED: i32 = 130;
 
 /// Training, generic over the backend the device runs.
-struct Train {
+struct TrainCommand {
     recipe: Recipe,
     options: TrainOptions,
 }
 
-impl OnDevice for Train {
+impl OnDevice for TrainCommand {
     type Output = Result<TrainReport, TrainError>;
 
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
@@ -119,7 +119,7 @@ fn main() -> anyhow::Result<()> {
         recorder: Some(recorder),
         stop: Some(stop),
     };
-    let report = match choice.run(Train { recipe, options }) {
+    let report = match choice.run(TrainCommand { recipe, options }) {
         Ok(report) => report,
         Err(error @ TrainError::Interrupted { .. }) => {
             eprintln!("{error}");

@@ -26,6 +26,7 @@ use jepa_shared::MaskSampler;
 
 use crate::batch::DeviceBatch;
 use crate::device::Cpu;
+use crate::encoders::EncoderRole;
 use crate::vit::{VisionTransformer, VitConfig};
 
 /// How a method's statistic is combined over the micro-batches of one optimizer step.
@@ -48,15 +49,6 @@ pub struct Stat {
 pub struct BatchLoss<B: AutodiffBackend> {
     pub loss: Tensor<B, 1>,
     pub stats: Vec<Stat>,
-}
-
-/// Which encoder a method's probe results are about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Evaluated {
-    /// The EMA teacher (I-JEPA's target encoder).
-    Teacher,
-    /// The encoder the optimizer trains.
-    Trained,
 }
 
 /// What a method is, whatever the backend.
@@ -83,7 +75,7 @@ pub trait MethodInfo: std::fmt::Debug + Send + Sync {
     fn metric_columns(&self) -> &'static [&'static str];
 
     /// The encoder the probe evaluates.
-    fn evaluated(&self) -> Evaluated;
+    fn evaluated(&self) -> EncoderRole;
 
     /// That encoder in words, for reports: "the I-JEPA run's EMA target encoder".
     fn evaluated_description(&self) -> &'static str;

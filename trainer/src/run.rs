@@ -5,14 +5,15 @@ use std::path::Path;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use jepa_shared::ShardError;
+use jepa_shared::FileError;
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::config::{CheckpointConfig, ConfigError, DataConfig, EncoderConfig, OptimConfig, RunConfig};
-use crate::method::{Evaluated, Method, MethodVisitor};
-use crate::portable::{EncoderFile, ExportInfo, Hints, PortableError};
+use crate::encoders::{CheckpointPart, EncoderKind, EncoderRole};
+use crate::interop::{EncoderFile, ExportInfo, Hints, InteropError};
+use crate::method::{Method, MethodVisitor};
 use crate::recipe::Recipe;
-use crate::run_folder::{CheckpointFolder, CheckpointPart, EncoderKind, RunFolder};
+use crate::run_folder::{CheckpointFolder, RunFolder};
 use crate::vit::VisionTransformer;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,33 +28,15 @@ pub enum RunError {
     Checkpoint(#[from] CheckpointError),
 
     #[error(transparent)]
-    Portable(#[from] PortableError),
+    Portable(#[from] InteropError),
 
     #[error(transparent)]
-    Io(#[from] ShardError),
+    Io(#[from] FileError),
 }
 
 impl RunError {
     fn bad(path: &Path, problem: impl Into<String>) -> Self {
         RunError::Bad { path: path.to_path_buf(), problem: problem.into() }
-    }
-}
-
-/// One of a run's trained encoders, by its role in the method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EncoderRole {
-    /// The EMA teacher (I-JEPA's target encoder), for a method that keeps one.
-    Target,
-    /// The encoder the optimizer trains (I-JEPA's context encoder, MAE's encoder).
-    Context,
-}
-
-impl EncoderRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EncoderRole::Target => "target",
-            EncoderRole::Context => "context",
-        }
     }
 }
 
@@ -113,7 +96,7 @@ impl Run {
                         return Err(RunError::bad(checkpoint.path(), "is being removed by the trainer; try again"));
                     }
                     Err(std::fs::TryLockError::Error(source)) => {
-                        return Err(ShardError::Io { path: digests, source }.into());
+                        return Err(FileError::Io { path: digests, source }.into());
                     }
                 }
                 Some(std::sync::Arc::new(file))
@@ -215,11 +198,11 @@ impl Run {
                 folder.probe_dir(),
             ] {
                 if stale.exists() {
-                    std::fs::remove_dir_all(&stale).map_err(ShardError::io(&stale))?;
+                    std::fs::remove_dir_all(&stale).map_err(FileError::io(&stale))?;
                 }
             }
         }
-        crate::portable::write(&encoder, &info, &folder.imported_encoder())?;
+        crate::interop::write(&encoder, &info, &folder.imported_encoder())?;
         jepa_shared::atomic::write_bytes(&folder.config(), recipe.to_toml().as_bytes())?;
         Ok(Self { folder, recipe, pinned: None })
     }
@@ -257,26 +240,20 @@ impl Run {
 
     /// The checkpoint part that holds the evaluated encoder.
     fn evaluated_part(&self) -> CheckpointPart {
-        match self.evaluated_role() {
-            EncoderRole::Target => CheckpointPart::Teacher,
-            EncoderRole::Context => CheckpointPart::Model,
-        }
+        self.evaluated_role().part()
     }
 
     /// The encoders this run's evaluation covers, in report order: the evaluated one, the
     /// trained student beside an evaluated EMA teacher, and the two baselines (random init,
     /// pixels).
     pub fn encoder_kinds(&self) -> Vec<EncoderKind> {
-        let has_student = !self.is_imported() && self.evaluated_role() == EncoderRole::Target;
+        let has_student = !self.is_imported() && self.evaluated_role() == EncoderRole::Teacher;
         EncoderKind::ALL.into_iter().filter(|kind| *kind != EncoderKind::Context || has_student).collect()
     }
 
     /// The role of the encoder this run's method evaluates.
     pub fn evaluated_role(&self) -> EncoderRole {
-        match self.recipe.method_info().evaluated() {
-            Evaluated::Teacher => EncoderRole::Target,
-            Evaluated::Trained => EncoderRole::Context,
-        }
+        self.recipe.method_info().evaluated()
     }
 
     /// The per-channel pixel mean and std the run normalised its input with.
@@ -310,13 +287,13 @@ impl Run {
             return Err(RunError::bad(self.folder.root(), "`pixels` is the images themselves, not an encoder"));
         }
         if kind == EncoderKind::Context {
-            if role == Some(EncoderRole::Target) || !self.encoder_kinds().contains(&kind) {
+            if role == Some(EncoderRole::Teacher) || !self.encoder_kinds().contains(&kind) {
                 return Err(RunError::bad(
                     self.folder.root(),
                     "has no `context` encoder beside the one it evaluates: its encoder is `pretrained`",
                 ));
             }
-            return self.encoder_in_role::<B>(EncoderKind::Pretrained, Some(EncoderRole::Context), checkpoint, device);
+            return self.encoder_in_role::<B>(EncoderKind::Pretrained, Some(EncoderRole::Trained), checkpoint, device);
         }
         if kind == EncoderKind::Pretrained && self.is_imported() {
             if let Some(role) = role {
@@ -334,7 +311,7 @@ impl Run {
             return self.imported::<B::InnerBackend>(device);
         }
         let role = role.unwrap_or(self.evaluated_role());
-        if role == EncoderRole::Target && self.evaluated_role() != EncoderRole::Target {
+        if role == EncoderRole::Teacher && self.evaluated_role() != EncoderRole::Teacher {
             return Err(RunError::bad(
                 self.folder.root(),
                 format!(
@@ -416,8 +393,8 @@ impl<B: AutodiffBackend> MethodVisitor<B> for LoadEncoder<'_, B> {
         let start = method.init(self.seed, self.device);
         let Some(checkpoint) = self.checkpoint else { return Ok(M::encoder(&start).valid()) };
         Ok(match self.role {
-            EncoderRole::Target => checkpoint::load_teacher(checkpoint, M::encoder(&start).valid(), self.device)?,
-            EncoderRole::Context => M::encoder(&checkpoint::load_model(checkpoint, start, self.device)?).valid(),
+            EncoderRole::Teacher => checkpoint::load_teacher(checkpoint, M::encoder(&start).valid(), self.device)?,
+            EncoderRole::Trained => M::encoder(&checkpoint::load_model(checkpoint, start, self.device)?).valid(),
         })
     }
 }

@@ -21,47 +21,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use jepa_shared::ShardError;
+use jepa_shared::FileError;
 
-/// Which encoder a result belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
-pub enum EncoderKind {
-    /// The encoder the run's method evaluates, from a checkpoint (I-JEPA's EMA target
-    /// encoder, MAE's encoder).
-    Pretrained,
-    /// The encoder the optimizer trained, from the same checkpoint, for a method that
-    /// evaluates its EMA teacher instead (I-JEPA's context encoder).
-    Context,
-    /// The same config, initialised from the run's seed and never trained.
-    Random,
-    /// No encoder: the image's standardised pixels are its features.
-    Pixels,
-}
-
-impl EncoderKind {
-    pub const ALL: [EncoderKind; 4] =
-        [EncoderKind::Pretrained, EncoderKind::Context, EncoderKind::Random, EncoderKind::Pixels];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EncoderKind::Pretrained => "pretrained",
-            EncoderKind::Context => "context",
-            EncoderKind::Random => "random",
-            EncoderKind::Pixels => "pixels",
-        }
-    }
-
-    /// The baselines: what a pretrained encoder has to beat.
-    pub fn is_baseline(self) -> bool {
-        matches!(self, EncoderKind::Random | EncoderKind::Pixels)
-    }
-}
-
-impl fmt::Display for EncoderKind {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
+use crate::encoders::{CheckpointPart, EncoderKind};
 
 /// A run folder's paths. Creating, reading and writing them is the callers' business;
 /// naming them is this type's alone.
@@ -101,7 +63,7 @@ impl RunFolder {
     /// ends, so a killed writer never leaves the run locked. A second writer is refused,
     /// told which process holds it. Checkpoints a killed writer was staging are removed.
     pub fn lock_for_writing(&self) -> Result<WriterLock, LockError> {
-        std::fs::create_dir_all(&self.root).map_err(ShardError::io(&self.root))?;
+        std::fs::create_dir_all(&self.root).map_err(FileError::io(&self.root))?;
         let path = self.writer_lock();
         let mut file = std::fs::OpenOptions::new()
             .read(true)
@@ -109,7 +71,7 @@ impl RunFolder {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(ShardError::io(&path))?;
+            .map_err(FileError::io(&path))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -117,7 +79,7 @@ impl RunFolder {
                 let holder = if holder.trim().is_empty() { "a process that has not said which".into() } else { holder };
                 return Err(LockError::Held { run: self.root.clone(), holder: holder.trim().to_string() });
             }
-            Err(std::fs::TryLockError::Error(source)) => return Err(ShardError::Io { path, source }.into()),
+            Err(std::fs::TryLockError::Error(source)) => return Err(FileError::Io { path, source }.into()),
         }
         let command: Vec<String> = std::env::args().collect();
         let holder = format!("process {} (`{}`)", std::process::id(), command.join(" "));
@@ -125,21 +87,21 @@ impl RunFolder {
         file.set_len(0)
             .and_then(|()| file.rewind())
             .and_then(|()| file.write_all(holder.as_bytes()))
-            .map_err(ShardError::io(&path))?;
+            .map_err(FileError::io(&path))?;
         self.remove_staged_checkpoints()?;
         Ok(WriterLock { _file: file })
     }
 
     /// Checkpoint folders left half-written by a writer that was killed (only the holder of
     /// the writer lock may call this: no other writer can be staging one).
-    fn remove_staged_checkpoints(&self) -> Result<(), ShardError> {
+    fn remove_staged_checkpoints(&self) -> Result<(), FileError> {
         let folder = self.checkpoints();
         let Ok(entries) = std::fs::read_dir(&folder) else { return Ok(()) };
         for entry in entries {
-            let path = entry.map_err(ShardError::io(&folder))?.path();
+            let path = entry.map_err(FileError::io(&folder))?.path();
             let staged = path.file_name().and_then(|name| name.to_str()).is_some_and(jepa_shared::atomic::is_temp_name);
             if staged && path.is_dir() {
-                std::fs::remove_dir_all(&path).map_err(ShardError::io(&path))?;
+                std::fs::remove_dir_all(&path).map_err(FileError::io(&path))?;
             }
         }
         Ok(())
@@ -160,12 +122,12 @@ impl RunFolder {
     }
 
     /// Complete checkpoints, oldest first (a checkpoint still being written has another name).
-    pub fn list_checkpoints(&self) -> Result<Vec<CheckpointFolder>, ShardError> {
+    pub fn list_checkpoints(&self) -> Result<Vec<CheckpointFolder>, FileError> {
         let folder = self.checkpoints();
         if !folder.exists() {
             return Ok(Vec::new());
         }
-        let io = |source| ShardError::Io { path: folder.clone(), source };
+        let io = |source| FileError::Io { path: folder.clone(), source };
         let mut found = Vec::new();
         for entry in std::fs::read_dir(&folder).map_err(io)? {
             let checkpoint = CheckpointFolder::new(entry.map_err(io)?.path());
@@ -177,7 +139,7 @@ impl RunFolder {
         Ok(found)
     }
 
-    pub fn latest_checkpoint(&self) -> Result<Option<CheckpointFolder>, ShardError> {
+    pub fn latest_checkpoint(&self) -> Result<Option<CheckpointFolder>, FileError> {
         Ok(self.list_checkpoints()?.pop())
     }
 
@@ -245,7 +207,7 @@ pub enum LockError {
     )]
     Held { run: PathBuf, holder: String },
     #[error(transparent)]
-    Io(#[from] ShardError),
+    Io(#[from] FileError),
 }
 
 /// The files of a run's report, in `probe/`.
@@ -302,17 +264,6 @@ impl ReportFile {
     }
 }
 
-/// One part of a checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CheckpointPart {
-    /// What the optimizer trains (I-JEPA: context encoder + predictor; MAE: encoder + decoder).
-    Model,
-    /// The EMA teacher, for a method that keeps one.
-    Teacher,
-    /// Adam's moments.
-    Optimizer,
-}
-
 /// One checkpoint folder's paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointFolder {
@@ -344,7 +295,7 @@ impl CheckpointFolder {
     /// A part's file without its extension (Burn's recorder adds it).
     pub fn stem(&self, part: CheckpointPart) -> PathBuf {
         self.path.join(match part {
-            CheckpointPart::Model => "model",
+            CheckpointPart::Trained => "model",
             CheckpointPart::Teacher => "target_encoder",
             CheckpointPart::Optimizer => "optimizer",
         })

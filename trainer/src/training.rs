@@ -21,7 +21,7 @@ use std::time::Instant;
 use burn::tensor::backend::AutodiffBackend;
 use jepa_shared::metrics_table::{MetricsTable, StepRecorder};
 use jepa_shared::pixel_stats::pixel_stats;
-use jepa_shared::{Dataset, Loader, LoaderError, LoaderPosition, Progress, ShardError};
+use jepa_shared::{Dataset, FileError, Loader, LoaderError, LoaderPosition, Progress};
 
 use crate::batch::DeviceBatch;
 use crate::checkpoint::{self, CheckpointError, TrainState};
@@ -52,7 +52,7 @@ pub enum TrainError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Shard(#[from] ShardError),
+    File(#[from] FileError),
     #[error(transparent)]
     Loader(#[from] LoaderError),
     #[error(transparent)]
@@ -127,16 +127,16 @@ pub struct TrainReport {
 /// Trains (or resumes) the run `recipe` names under `options.runs_root`, with its method.
 pub fn train<B: AutodiffBackend>(recipe: Recipe, options: &TrainOptions, device: &B::Device) -> Result<TrainReport> {
     let method = recipe.method().clone();
-    method.visit(Train::<B> { recipe, options, device })
+    method.visit(TrainMethod::<B> { recipe, options, device })
 }
 
-struct Train<'a, B: AutodiffBackend> {
+struct TrainMethod<'a, B: AutodiffBackend> {
     recipe: Recipe,
     options: &'a TrainOptions,
     device: &'a B::Device,
 }
 
-impl<B: AutodiffBackend> MethodVisitor<B> for Train<'_, B> {
+impl<B: AutodiffBackend> MethodVisitor<B> for TrainMethod<'_, B> {
     type Output = Result<TrainReport>;
 
     fn visit<M: Method<B>>(self, method: &M) -> Result<TrainReport> {
@@ -245,14 +245,14 @@ fn run_locked<B: AutodiffBackend, M: Method<B>>(
         return Ok(finished(folder, checkpoint, &table, state.step));
     }
 
-    std::fs::create_dir_all(folder.root()).map_err(|source| ShardError::Io { path: folder.root().into(), source })?;
+    std::fs::create_dir_all(folder.root()).map_err(|source| FileError::Io { path: folder.root().into(), source })?;
     jepa_shared::atomic::write_bytes(&folder.config(), recipe.to_toml().as_bytes())?;
     let log_path = folder.log();
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
-        .map_err(|source| ShardError::Io { path: log_path.clone(), source })?;
+        .map_err(|source| FileError::Io { path: log_path.clone(), source })?;
     let accumulation = recipe.config().optim.accumulation;
     let _ = writeln!(
         log,

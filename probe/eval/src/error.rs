@@ -17,7 +17,7 @@ pub enum ProbeError {
     Polars { context: String, source: polars::error::PolarsError },
 
     #[error(transparent)]
-    Shards(#[from] jepa_shared::ShardError),
+    Files(#[from] jepa_shared::FileError),
 
     #[error(transparent)]
     Run(#[from] jepa_trainer::RunError),

@@ -230,7 +230,7 @@ pub fn extract<B: Backend>(
         if pending.len() == chunk_images {
             encode_pending(encoder, &mut pending, settings, device, progress, &mut table);
         }
-        Ok::<_, jepa_shared::ShardError>(std::ops::ControlFlow::Continue(()))
+        Ok::<_, jepa_shared::FileError>(std::ops::ControlFlow::Continue(()))
     })?;
     encode_pending(encoder, &mut pending, settings, device, progress, &mut table);
     Ok(table)
@@ -481,7 +481,7 @@ pub fn pixel_table(dataset: &Dataset, split: &str, input: &ImageInput) -> Result
             *value = (f32::from(pixel) / 255.0 - input.pixel_mean[channel]) / input.pixel_std[channel];
         }
         table.push(id, label, &row);
-        Ok::<_, jepa_shared::ShardError>(std::ops::ControlFlow::Continue(()))
+        Ok::<_, jepa_shared::FileError>(std::ops::ControlFlow::Continue(()))
     })?;
     Ok(table)
 }

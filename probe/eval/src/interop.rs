@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::AutodiffBackend;
-use jepa_trainer::portable::{self, EncoderFile, Hints};
-use jepa_trainer::run::EncoderRole;
+use jepa_trainer::EncoderRole;
+use jepa_trainer::interop::{EncoderFile, Hints};
 use jepa_trainer::{EncoderKind, Run};
 
 use crate::error::{ProbeError, Result};
@@ -15,7 +15,7 @@ use crate::error::{ProbeError, Result};
 #[derive(Debug, Clone)]
 pub struct Exported {
     pub path: PathBuf,
-    /// `target`, `context`, or `imported` for a run folder holding an imported encoder.
+    /// `teacher`, `trained`, or `imported` for a run folder holding an imported encoder.
     pub role: &'static str,
     /// The checkpoint the encoder came from.
     pub source: String,
@@ -36,7 +36,7 @@ pub fn export<B: AutodiffBackend>(
         role => role.unwrap_or(run.evaluated_role()).as_str(),
     };
     let info = run.export_info(role, &loaded.source)?;
-    portable::write(&loaded.encoder, &info, out).map_err(jepa_trainer::RunError::from)?;
+    jepa_trainer::interop::write(&loaded.encoder, &info, out).map_err(jepa_trainer::RunError::from)?;
     Ok(Exported { path: out.to_path_buf(), role, source: loaded.source })
 }
 

@@ -24,7 +24,8 @@ use crate::heldout::Classifier;
 use crate::seed::{SeedSettings, pytorch_linear};
 use crate::select::{argmax, best_index, cosine_lr, validation_split};
 
-type Train = Autodiff<NdArray<f32>>;
+/// The linear probe trains on the CPU whatever device extracted the features.
+type CpuAutodiff = Autodiff<NdArray<f32>>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinearSettings {
@@ -265,8 +266,9 @@ pub fn train_probe(
     let device = Default::default();
     let (mean, std) = column_stats(table);
     // Zero init: the problem is convex, so the start only has to be the same every time.
-    let model: Linear<Train> = LinearConfig::new(table.dim, classes).with_initializer(Initializer::Zeros).init(&device);
-    let mut optimizer = AdamW::<Linear<Train>, Train>::default();
+    let model: Linear<CpuAutodiff> =
+        LinearConfig::new(table.dim, classes).with_initializer(Initializer::Zeros).init(&device);
+    let mut optimizer = AdamW::<Linear<CpuAutodiff>, CpuAutodiff>::default();
     let batches = Batches { size: settings.batch_size, epochs: settings.epochs, seed: settings.seed };
     let total_steps = batches.steps(table.len());
     let model = batches.train(table, &mean, &std, model, |model, grads, step| {
@@ -280,7 +282,7 @@ pub fn train_probe(
 pub fn fit_seed(train: &FeatureTable, classes: usize, settings: &SeedSettings) -> LinearProbe {
     let device = Default::default();
     let model = pytorch_linear(train.dim, classes, settings.seed, &device);
-    let mut optimizer = settings.optimizer().init::<Train, Linear<Train>>();
+    let mut optimizer = settings.optimizer().init::<CpuAutodiff, Linear<CpuAutodiff>>();
     let batches = Batches { size: settings.batch_size, epochs: settings.epochs, seed: settings.seed };
     let schedule = settings.schedule(train.len());
     let (mean, std) = (vec![0.0; train.dim], vec![1.0; train.dim]);
@@ -315,9 +317,9 @@ impl Batches {
         table: &FeatureTable,
         mean: &[f32],
         std: &[f32],
-        mut model: Linear<Train>,
-        mut step: impl FnMut(Linear<Train>, GradientsParams, usize) -> Linear<Train>,
-    ) -> Linear<Train> {
+        mut model: Linear<CpuAutodiff>,
+        mut step: impl FnMut(Linear<CpuAutodiff>, GradientsParams, usize) -> Linear<CpuAutodiff>,
+    ) -> Linear<CpuAutodiff> {
         let device = Default::default();
         let mut standardised = table.values.clone();
         for row in standardised.chunks_exact_mut(table.dim) {
@@ -325,8 +327,9 @@ impl Batches {
                 *value = (*value - mean[index]) / std[index];
             }
         }
-        let inputs = Tensor::<Train, 2>::from_data(TensorData::new(standardised, [table.len(), table.dim]), &device);
-        let targets = Tensor::<Train, 1, Int>::from_data(
+        let inputs =
+            Tensor::<CpuAutodiff, 2>::from_data(TensorData::new(standardised, [table.len(), table.dim]), &device);
+        let targets = Tensor::<CpuAutodiff, 1, Int>::from_data(
             TensorData::new(table.labels.iter().map(|&l| i64::from(l)).collect(), [table.len()]),
             &device,
         );
@@ -336,7 +339,7 @@ impl Batches {
         for epoch in 0..self.epochs {
             KeyedRng::new(&[self.seed, epoch as u64]).shuffle(&mut order);
             for batch in order.chunks(self.rows(table.len())) {
-                let index = Tensor::<Train, 1, Int>::from_data(
+                let index = Tensor::<CpuAutodiff, 1, Int>::from_data(
                     TensorData::new(batch.iter().map(|&row| row as i64).collect(), [batch.len()]),
                     &device,
                 );
@@ -352,7 +355,7 @@ impl Batches {
 }
 
 impl LinearProbe {
-    fn of(model: Linear<Train>, mean: Vec<f32>, std: Vec<f32>, classes: usize) -> Self {
+    fn of(model: Linear<CpuAutodiff>, mean: Vec<f32>, std: Vec<f32>, classes: usize) -> Self {
         let record = model.into_record();
         let weight = record.weight.val().transpose().into_data().into_vec::<f32>().expect("f32 weights");
         let bias = record.bias.expect("a bias").val().into_data().into_vec::<f32>().expect("f32 bias");

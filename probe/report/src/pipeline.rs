@@ -9,7 +9,7 @@ use std::time::Instant;
 use burn::tensor::backend::AutodiffBackend;
 use jepa_eval::error::Result;
 use jepa_eval::evaluate::{EvaluateOptions, evaluate_encoder};
-use jepa_trainer::run::EncoderRole;
+use jepa_trainer::EncoderRole;
 use jepa_trainer::{ReportFile, Run};
 
 use crate::mask_figure::{self, MASK_IMAGES};
@@ -85,5 +85,5 @@ pub fn draw_figures<B: AutodiffBackend>(run: &Run, device: &B::Device) -> Result
 
 /// Whether the run has a predictor of its teacher's features to ask (a trained I-JEPA run).
 pub fn has_predictor(run: &Run) -> bool {
-    !run.is_imported() && run.evaluated_role() == EncoderRole::Target
+    !run.is_imported() && run.evaluated_role() == EncoderRole::Teacher
 }

@@ -24,10 +24,10 @@ use jepa_eval::knn::CosineIndex;
 use jepa_eval::protocol::TEST_SPLIT;
 use jepa_eval::select::argmax;
 use jepa_shared::{BatchMasks, Dataset, LabelledImages};
+use jepa_trainer::EncoderRole;
 use jepa_trainer::batch::DeviceBatch;
 use jepa_trainer::checkpoint;
 use jepa_trainer::method::{Method, MethodVisitor};
-use jepa_trainer::run::EncoderRole;
 use jepa_trainer::vit::VisionTransformer;
 use jepa_trainer::{CheckpointFolder, EncoderKind, ReportFile, Run};
 use polars::prelude::*;
@@ -144,12 +144,12 @@ pub struct Retrieval {
 /// The figure and `retrieval.parquet` for `run` (its latest checkpoint), under its probe folder.
 pub fn write<B: AutodiffBackend>(run: &Run, device: &B::Device) -> Result<Retrieval> {
     let checkpoint = run.checkpoint(None)?;
-    if run.evaluated_role() != EncoderRole::Target {
+    if run.evaluated_role() != EncoderRole::Teacher {
         return Err(not_feature_targets(run));
     }
     // The teacher from the same checkpoint as the predictor and the title, resolved once.
     let teacher = run
-        .encoder_in_role::<B>(EncoderKind::Pretrained, Some(EncoderRole::Target), Some(&checkpoint.name()), device)?
+        .encoder_in_role::<B>(EncoderKind::Pretrained, Some(EncoderRole::Teacher), Some(&checkpoint.name()), device)?
         .encoder;
     let input = ImageInput::of_run(run)?;
     let dataset = Dataset::open(run.recipe.dataset())?;

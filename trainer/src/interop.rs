@@ -28,7 +28,7 @@ use burn_store::pytorch::PytorchReader;
 use burn_store::{
     BurnToPyTorchAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, SafetensorsStore, TensorSnapshot,
 };
-use jepa_shared::ShardError;
+use jepa_shared::FileError;
 
 use crate::vit::{Block, VisionTransformer, VitConfig};
 
@@ -42,21 +42,21 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 #[derive(Debug, thiserror::Error)]
-pub enum PortableError {
+pub enum InteropError {
     #[error("{path}: {problem}")]
     Bad { path: PathBuf, problem: String },
 
     #[error(transparent)]
-    Io(#[from] ShardError),
+    Io(#[from] FileError),
 }
 
-impl PortableError {
+impl InteropError {
     fn bad(path: &Path, problem: impl Into<String>) -> Self {
-        PortableError::Bad { path: path.to_path_buf(), problem: problem.into() }
+        InteropError::Bad { path: path.to_path_buf(), problem: problem.into() }
     }
 }
 
-type Result<T> = std::result::Result<T, PortableError>;
+type Result<T> = std::result::Result<T, InteropError>;
 
 #[derive(Module, Debug)]
 struct PatchEmbed<B: Backend> {
@@ -183,7 +183,7 @@ pub struct ExportInfo {
 /// at all, and not at all for an encoder with a non-finite weight.
 pub fn write<B: Backend>(encoder: &VisionTransformer<B>, info: &ExportInfo, path: &Path) -> Result<()> {
     if let Some(found) = crate::finite::non_finite(encoder) {
-        return Err(PortableError::bad(
+        return Err(InteropError::bad(
             path,
             format!(
                 "not written: the encoder holds {} non-finite values (NaN or infinity), the first in `{}`",
@@ -213,7 +213,7 @@ pub fn write<B: Backend>(encoder: &VisionTransformer<B>, info: &ExportInfo, path
         for (key, value) in &metadata {
             store = store.metadata(key.clone(), value.clone());
         }
-        timm.save_into(&mut store).map_err(|error| PortableError::bad(path, error.to_string()))
+        timm.save_into(&mut store).map_err(|error| InteropError::bad(path, error.to_string()))
     })
 }
 
@@ -233,10 +233,10 @@ impl FileFormat {
     fn of(path: &Path) -> Result<Self> {
         use std::io::Read;
         let mut head = [0u8; 9];
-        let mut file = std::fs::File::open(path).map_err(ShardError::io(path))?;
-        let read = file.read(&mut head).map_err(ShardError::io(path))?;
+        let mut file = std::fs::File::open(path).map_err(FileError::io(path))?;
+        let read = file.read(&mut head).map_err(FileError::io(path))?;
         if read < 9 {
-            return Err(PortableError::bad(path, "is too short to be a safetensors or PyTorch file"));
+            return Err(InteropError::bad(path, "is too short to be a safetensors or PyTorch file"));
         }
         Ok(if head[8] == b'{' { FileFormat::Safetensors } else { FileFormat::Pytorch })
     }
@@ -299,7 +299,7 @@ impl EncoderFile {
             .collect();
         let result = timm.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), false);
         if let Some((key, count)) = non_finite.take() {
-            return Err(PortableError::bad(
+            return Err(InteropError::bad(
                 &self.path,
                 format!(
                     "tensor `{key}` holds {count} non-finite values (NaN or infinity): the encoder is damaged or \
@@ -308,10 +308,10 @@ impl EncoderFile {
             ));
         }
         if let Some(error) = result.errors.first() {
-            return Err(PortableError::bad(&self.path, error.to_string()));
+            return Err(InteropError::bad(&self.path, error.to_string()));
         }
         if let Some((key, _)) = result.missing.first() {
-            return Err(PortableError::bad(&self.path, format!("no tensor for `{key}`")));
+            return Err(InteropError::bad(&self.path, format!("no tensor for `{key}`")));
         }
         Ok(timm.into_encoder(self.vit.heads))
     }
@@ -356,7 +356,7 @@ fn as_f32(key: &str, snapshot: &TensorSnapshot, non_finite: &NonFiniteTensor) ->
 fn read_safetensors(path: &Path) -> Result<(BTreeMap<String, TensorSnapshot>, HashMap<String, String>)> {
     let metadata = safetensors_metadata(path)?;
     let mut store = SafetensorsStore::from_file(path);
-    let tensors = store.get_all_snapshots().map_err(|error| PortableError::bad(path, error.to_string()))?.clone();
+    let tensors = store.get_all_snapshots().map_err(|error| InteropError::bad(path, error.to_string()))?.clone();
     Ok((tensors, metadata))
 }
 
@@ -364,24 +364,24 @@ fn read_safetensors(path: &Path) -> Result<(BTreeMap<String, TensorSnapshot>, Ha
 /// much JSON.
 fn safetensors_metadata(path: &Path) -> Result<HashMap<String, String>> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(ShardError::io(path))?;
+    let mut file = std::fs::File::open(path).map_err(FileError::io(path))?;
     let mut length = [0u8; 8];
-    file.read_exact(&mut length).map_err(ShardError::io(path))?;
+    file.read_exact(&mut length).map_err(FileError::io(path))?;
     let length = u64::from_le_bytes(length);
     if length > 100_000_000 {
-        return Err(PortableError::bad(path, format!("declares a {length}-byte safetensors header")));
+        return Err(InteropError::bad(path, format!("declares a {length}-byte safetensors header")));
     }
     let mut header = vec![0u8; length as usize];
-    file.read_exact(&mut header).map_err(|_| PortableError::bad(path, "ends inside its safetensors header"))?;
+    file.read_exact(&mut header).map_err(|_| InteropError::bad(path, "ends inside its safetensors header"))?;
     let header: serde_json::Value = serde_json::from_slice(&header)
-        .map_err(|error| PortableError::bad(path, format!("safetensors header is not JSON: {error}")))?;
+        .map_err(|error| InteropError::bad(path, format!("safetensors header is not JSON: {error}")))?;
     let Some(metadata) = header.get("__metadata__") else { return Ok(HashMap::new()) };
     serde_json::from_value(metadata.clone())
-        .map_err(|_| PortableError::bad(path, "safetensors `__metadata__` is not a map of strings"))
+        .map_err(|_| InteropError::bad(path, "safetensors `__metadata__` is not a map of strings"))
 }
 
 fn read_pytorch(path: &Path, state_key: Option<&str>) -> Result<BTreeMap<String, TensorSnapshot>> {
-    let reader = PytorchReader::new(path).map_err(|error| PortableError::bad(path, error.to_string()))?;
+    let reader = PytorchReader::new(path).map_err(|error| InteropError::bad(path, error.to_string()))?;
     let tensors = reader.into_tensors();
     let prefix = match state_key {
         Some(key) => format!("{key}."),
@@ -396,7 +396,7 @@ fn read_pytorch(path: &Path, state_key: Option<&str>) -> Result<BTreeMap<String,
         })
         .collect();
     if selected.is_empty() {
-        return Err(PortableError::bad(path, format!("holds no tensors under `{}`", prefix.trim_end_matches('.'))));
+        return Err(InteropError::bad(path, format!("holds no tensors under `{}`", prefix.trim_end_matches('.'))));
     }
     Ok(selected)
 }
@@ -422,7 +422,7 @@ fn shape_of<'a>(
     tensors
         .get(key)
         .map(|snapshot| snapshot.shape.as_slice())
-        .ok_or_else(|| PortableError::bad(path, format!("no tensor `{key}` (expected shape {wanted})")))
+        .ok_or_else(|| InteropError::bad(path, format!("no tensor `{key}` (expected shape {wanted})")))
 }
 
 /// The geometry the tensors imply, checked against the metadata and the hints.
@@ -432,7 +432,7 @@ fn geometry(
     metadata: &HashMap<String, String>,
     hints: &Hints,
 ) -> Result<VitConfig> {
-    let bad = |problem: String| PortableError::bad(path, problem);
+    let bad = |problem: String| InteropError::bad(path, problem);
     let proj = shape_of(path, tensors, "patch_embed.proj.weight", "[dim, channels, patch, patch]")?;
     let [dim, channels, patch, patch_w] = *proj else {
         return Err(bad(format!(
@@ -516,20 +516,20 @@ fn check_tensors(path: &Path, tensors: &BTreeMap<String, TensorSnapshot>, vit: &
     for (key, shape) in &expected {
         let found = shape_of(path, tensors, key, &format!("{shape:?}"))?;
         if found != shape.as_slice() {
-            return Err(PortableError::bad(
+            return Err(InteropError::bad(
                 path,
                 format!("tensor `{key}` has shape {found:?}, expected {shape:?} for {}", describe(vit)),
             ));
         }
         let dtype = tensors[key].dtype;
         if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64) {
-            return Err(PortableError::bad(path, format!("tensor `{key}` holds {dtype:?}, expected floats")));
+            return Err(InteropError::bad(path, format!("tensor `{key}` holds {dtype:?}, expected floats")));
         }
     }
     let known: std::collections::HashSet<&str> = expected.iter().map(|(key, _)| key.as_str()).collect();
     if let Some(extra) = tensors.keys().find(|key| !known.contains(key.as_str()) && !ignored(key)) {
         let shape = tensors[extra].shape.as_slice();
-        return Err(PortableError::bad(
+        return Err(InteropError::bad(
             path,
             format!(
                 "tensor `{extra}` (shape {shape:?}) is not part of {} in timm's layout without a class token",
@@ -565,13 +565,13 @@ fn pixel_stats(
             (Some(values), _) => (values.clone(), format!("--{}", key.replace('_', "-"))),
             (None, Some(text)) => {
                 let values: Vec<f32> = serde_json::from_str(text).map_err(|_| {
-                    PortableError::bad(path, format!("metadata `{key}` is `{text}`, expected a list of numbers"))
+                    InteropError::bad(path, format!("metadata `{key}` is `{text}`, expected a list of numbers"))
                 })?;
                 (values, format!("metadata `{key}`"))
             }
             (None, None) if channels == 3 => (imagenet.to_vec(), String::new()),
             (None, None) => {
-                return Err(PortableError::bad(
+                return Err(InteropError::bad(
                     path,
                     format!(
                         "does not say which pixel statistics its {channels}-channel encoder expects: give \
@@ -581,7 +581,7 @@ fn pixel_stats(
             }
         };
         if values.len() != channels || values.iter().any(|value| !value.is_finite()) {
-            return Err(PortableError::bad(
+            return Err(InteropError::bad(
                 path,
                 format!("{source} is {values:?}, expected {channels} finite value(s), one per channel"),
             ));
@@ -591,7 +591,7 @@ fn pixel_stats(
     let mean = read("pixel_mean", &hints.pixel_mean, &IMAGENET_MEAN)?;
     let std = read("pixel_std", &hints.pixel_std, &IMAGENET_STD)?;
     if std.iter().any(|value| *value <= 0.0) {
-        return Err(PortableError::bad(path, format!("pixel_std is {std:?}, expected positive values")));
+        return Err(InteropError::bad(path, format!("pixel_std is {std:?}, expected positive values")));
     }
     Ok((mean, std))
 }
