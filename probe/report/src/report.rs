@@ -358,10 +358,32 @@ fn page(
     per_class: &DataFrame,
     metrics: Option<&DataFrame>,
 ) -> Result<Page> {
+    let mut page = Page::default();
+    title(&mut page, run);
+    headline(&mut page, run, rows, mixed_checkpoints)?;
+    predictor_retrieval(&mut page, run)?;
+    features(&mut page, run)?;
+    linear_selection(&mut page, run)?;
+    knn_centring(&mut page, run)?;
+    per_class_accuracy(&mut page, rows, per_class)?;
+    page.heading(2, "Training");
+    for line in training_lines(run.recipe.method_info().name(), metrics)? {
+        page.paragraph(line);
+    }
+    page.heading(2, "Figures");
+    for (file, caption) in figure_captions(run) {
+        page.figure(run.folder.report(file), caption);
+    }
+    page.heading(2, "Config");
+    page.code("The run's config, every default filled in", run.recipe.to_toml());
+    Ok(page)
+}
+
+/// The run in one line: encoder geometry, dataset and method.
+fn title(page: &mut Page, run: &Run) {
     let config = run.recipe.config();
     let vit = run.recipe.encoder();
     let method = run.recipe.method_info();
-    let mut page = Page::default();
     page.heading(1, format!("{}: frozen-encoder evaluation", config.name));
     page.paragraph(format!(
         "Encoder: ViT `{}` (dim {}, depth {}, heads {}) at {} px with {} px patches, {} channel(s); \
@@ -377,8 +399,14 @@ fn page(
         method.name(),
         method.objective(),
     ));
+}
+
+/// The headline table, then what each encoder and probe is, with the settings the probes
+/// recorded in their search tables.
+fn headline(page: &mut Page, run: &Run, rows: &[SummaryRow], mixed_checkpoints: Option<&str>) -> Result<()> {
+    let method = run.recipe.method_info();
     page.heading(2, "Headline");
-    add_summary(&mut page, rows);
+    add_summary(page, rows);
     if let Some(warning) = mixed_checkpoints {
         page.paragraph(format!("**{warning}**"));
     }
@@ -430,6 +458,11 @@ fn page(
                 .to_string(),
         );
     }
+    Ok(())
+}
+
+/// How often the predictor's guesses retrieve the true patch (feature-predicting methods).
+fn predictor_retrieval(page: &mut Page, run: &Run) -> Result<()> {
     let retrieval = crate::retrieval::read_scores(run)?;
     if !retrieval.is_empty() {
         page.heading(2, "Predictor retrieval");
@@ -468,7 +501,11 @@ fn page(
             100.0 / retrieval[0].candidates.max(1) as f64
         ));
     }
+    Ok(())
+}
 
+/// Each feature file: rows, width and the checkpoint it came from.
+fn features(page: &mut Page, run: &Run) -> Result<()> {
     page.heading(2, "Features");
     let mut feature_rows = Vec::new();
     for encoder in EncoderKind::ALL {
@@ -498,7 +535,11 @@ fn page(
         ],
         feature_rows,
     );
+    Ok(())
+}
 
+/// The linear probe's chosen pair per task, from its search tables.
+fn linear_selection(page: &mut Page, run: &Run) -> Result<()> {
     page.heading(2, "Linear-probe selection");
     let mut selection_rows = Vec::new();
     for encoder in EncoderKind::ALL {
@@ -573,7 +614,11 @@ fn page(
          times per side; `edge` says the best pair was still on one when it stopped. Zero weight decay is the \
          floor of its axis.",
     );
+    Ok(())
+}
 
+/// kNN with and without centring, per task, from its search tables.
+fn knn_centring(page: &mut Page, run: &Run) -> Result<()> {
     page.heading(2, "kNN centring");
     let mut centring_rows = Vec::new();
     for encoder in EncoderKind::ALL {
@@ -615,7 +660,11 @@ fn page(
         ],
         centring_rows,
     );
+    Ok(())
+}
 
+/// The linear probe's recall per class, one column per encoder in the headline's order.
+fn per_class_accuracy(page: &mut Page, rows: &[SummaryRow], per_class: &DataFrame) -> Result<()> {
     page.heading(2, "Per-class accuracy (linear probe)");
     let per_class_linear = collect(
         per_class
@@ -657,18 +706,7 @@ fn page(
             })
             .collect(),
     );
-
-    page.heading(2, "Training");
-    for line in training_lines(method.name(), metrics)? {
-        page.paragraph(line);
-    }
-    page.heading(2, "Figures");
-    for (file, caption) in figure_captions(run) {
-        page.figure(run.folder.report(file), caption);
-    }
-    page.heading(2, "Config");
-    page.code("The run's config, every default filled in", run.recipe.to_toml());
-    Ok(page)
+    Ok(())
 }
 
 /// The headline table as a block of `page`.
