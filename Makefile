@@ -42,7 +42,7 @@ INTEROP_PYTHON = $(INTEROP_VENV)/bin/python
 # The kit that builds and runs the CUDA binary on a lent GPU machine (`make bench-gpu`).
 GPU_KIT ?= ../shared/gpu
 
-.PHONY: help setup build build-gpu reproduce-seed ingest ingest-fashion masks train train-demo probe probe-demo demo compare sweep test test-rust test-wgpu stl10-smoke test-faults test-python test-interop interop-venv check-gpu lint bench bench-ingest bench-loader bench-train bench-probe bench-gpu clean
+.PHONY: help setup build build-gpu reproduce-seed ingest ingest-fashion masks train train-demo probe probe-demo demo compare sweep test test-rust test-wgpu stl10-smoke test-faults test-python check-docs test-interop interop-venv check-gpu lint bench bench-ingest bench-loader bench-train bench-probe bench-gpu clean
 
 help:
 	@echo "make setup           Debian's Fashion-MNIST package and a Python venv with polars + pyarrow"
@@ -59,7 +59,8 @@ help:
 	@echo "make demo            the whole path on Fashion-MNIST on the CPU: ingest, train, probe, results table"
 	@echo "make compare         I-JEPA, I-JEPA with pixel targets, MAE, a random encoder and raw pixels on Fashion-MNIST (CPU) -> $(RUNS)/compare-fashion"
 	@echo "make sweep           train and score every recipe of SWEEP_PLAN -> $(RUNS)/sweep/sweep.parquet (one row per run)"
-	@echo "make test            all Rust tests, then the Python polars/pyarrow check of real shards"
+	@echo "make test            all Rust tests, the Python polars/pyarrow checks, and every command in README.md and docs/"
+	@echo "make check-docs      every fenced shell command in README.md and docs/ names a real target, subcommand and option"
 	@echo "make test-wgpu       training, checkpoints and probe features on wgpu against the CPU (lavapipe where no GPU)"
 	@echo "make test-faults     two writers, damaged checkpoints and other faults, through the real binaries"
 	@echo "make stl10-smoke     the seed's STL-10 path at full ViT-B/16 size on the CPU: download, ingest, 2 steps, every probe"
@@ -194,7 +195,7 @@ sweep: ingest-fashion
 	done; \
 	echo "sweep: $$(( $$(date +%s) - started )) s wall"
 
-test: test-rust test-python
+test: test-rust test-python check-docs
 
 # The probe's end-to-end test leaves its small run in target/interop for test-python.
 test-rust:
@@ -212,6 +213,13 @@ test-wgpu:
 # (whose command line has tests of its own), and every file is read with polars and pyarrow.
 # Building the ingest binary alone here would resolve dependency features differently from
 # the workspace test build and recompile much of it.
+# Every fenced shell command in README.md and docs/ names a real target, subcommand and option,
+# checked against the binaries of the test build (nothing new to compile after `make test-rust`).
+check-docs:
+	$(CARGO) test --workspace $(TEST_FEATURES) --no-run --quiet
+	$(PYTHON) scripts/check_commands.py $(TARGET_DIR) --self-test
+	$(PYTHON) scripts/check_commands.py $(TARGET_DIR)
+
 test-python:
 	$(PYTHON) scripts/check_shards.py target/interop/probe-demo/fashion-mnist
 	$(PYTHON) scripts/check_probe.py target/interop/probe-demo/runs/demo-fashion

@@ -1,7 +1,7 @@
 """Opens a probed run's Parquet outputs with Python polars exactly as they are on disk:
 the features (id, label, feature as a fixed-size float32 array), the predictions and the
 report tables; checks their types and that the scores agree with the predictions; then
-runs the README's per-class query.
+runs the per-class query docs/evaluation.md shows.
 
 Usage: python scripts/check_probe.py RUN_DIR
 """
@@ -99,7 +99,7 @@ def check_figures(run: Path) -> None:
 
 
 def readme_query(run: Path) -> None:
-    # The README's example, verbatim apart from the run folder.
+    # docs/evaluation.md's example, verbatim apart from the run folder.
     per_class = (
         pl.scan_parquet(run / "probe" / "predictions.parquet")
         .filter(pl.col("probe") == "linear")
@@ -109,7 +109,7 @@ def readme_query(run: Path) -> None:
         .collect()
     )
     if per_class.height == 0:
-        fail("the README query found no linear-probe predictions")
+        fail("the per-class query of docs/evaluation.md found no linear-probe predictions")
     print(per_class)
 
 
