@@ -55,7 +55,7 @@ pub use dataset_writer::{DatasetWriter, SplitWriter};
 pub use epoch::{EpochOrder, SampleAddress};
 pub use error::{FileError, Result};
 pub use labelled::LabelledImages;
-pub use loader::{Batch, LoaderConfig, LoaderError, LoaderPosition, LoaderSettings, LoaderStats};
+pub use loader::{Batch, LoaderConfig, LoaderError, LoaderPosition, LoaderSettings, LoaderStats, RankSlice};
 pub use manifest::{Manifest, SourceInfo, SplitManifest};
 pub use masks::{BatchMasks, MaskConfig, MaskSampler, MultiBlockMasks, RandomMasks};
 pub use prefetch::Loader;

@@ -3,6 +3,7 @@
 //! ([`LoaderPosition`]), what it delivers ([`Batch`]) and how it fails ([`LoaderError`]).
 //! The threads that do the work are [`crate::epoch_reader`] and [`crate::prefetch`].
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -48,6 +49,32 @@ impl Default for LoaderSettings {
     }
 }
 
+/// One rank's share of every global batch, for data-parallel training: of a batch of `n`
+/// images, rows `rank·n/world .. (rank+1)·n/world`. Crops are keyed by an image's position
+/// in the epoch and masks are drawn for the whole global batch, so a rank's rows are the
+/// same rows, pixels and masks a single process would train on, whatever the world size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RankSlice {
+    pub rank: usize,
+    pub world: usize,
+}
+
+impl RankSlice {
+    /// One process, the whole batch.
+    pub const SOLO: RankSlice = RankSlice { rank: 0, world: 1 };
+
+    /// This rank's rows of a global batch of `batch` images.
+    pub fn rows(self, batch: usize) -> Range<usize> {
+        self.rank * batch / self.world..(self.rank + 1) * batch / self.world
+    }
+}
+
+impl Default for RankSlice {
+    fn default() -> Self {
+        Self::SOLO
+    }
+}
+
 /// Everything [`crate::Loader::start`] needs besides the dataset and the masks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoaderConfig {
@@ -63,13 +90,16 @@ pub struct LoaderConfig {
     pub seed: u64,
     /// Stop after this many epochs; `None` streams until the loader is dropped.
     pub epochs: Option<u64>,
+    /// Which rows of each global batch this process receives (`batch_size` is the global
+    /// batch); the stream's position stays global, so a run resumes at any world size.
+    pub ranks: RankSlice,
 }
 
 impl LoaderConfig {
     /// `settings` for one view of images of `image_size_px` with `channels`, streaming until
     /// dropped.
     pub fn new(settings: LoaderSettings, image_size_px: u32, channels: u8, seed: u64) -> Self {
-        Self { settings, image_size_px, channels, views: 1, seed, epochs: None }
+        Self { settings, image_size_px, channels, views: 1, seed, epochs: None, ranks: RankSlice::SOLO }
     }
 
     /// Everything that can be checked without the dataset, against the grid `(rows,
@@ -87,6 +117,28 @@ impl LoaderConfig {
         for (field, value) in positive {
             if value == 0 {
                 return error(field, "is 0, expected at least 1".into());
+            }
+        }
+        let RankSlice { rank, world } = self.ranks;
+        if world == 0 || rank >= world {
+            return error("ranks", format!("rank {rank} of a world of {world}: expected a rank below the world size"));
+        }
+        if world > 1 {
+            if !settings.batch_size.is_multiple_of(world) {
+                return error(
+                    "batch_size",
+                    format!(
+                        "is {}, not a multiple of the world size {world}: every rank takes an equal share of \
+                         each global batch",
+                        settings.batch_size
+                    ),
+                );
+            }
+            if !settings.drop_last {
+                return error(
+                    "drop_last",
+                    format!("is false: across {world} ranks a short last batch cannot be shared equally"),
+                );
             }
         }
         if self.channels != 1 && self.channels != 3 {
@@ -135,13 +187,17 @@ pub struct LoaderPosition {
     pub sample: u64,
 }
 
-/// One ready batch. Images are u8, `[views, batch, channels, image_size_px, image_size_px]`:
-/// with one view, `[batch, channels, size, size]`.
+/// One ready batch (this rank's share of the global batch, see [`RankSlice`]). Images are
+/// u8, `[views, batch, channels, image_size_px, image_size_px]`: with one view, `[batch,
+/// channels, size, size]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     pub epoch: u64,
     /// Position of the first image in the epoch's order.
     pub first_position: u64,
+    /// Position just after the global batch this one is a share of: where every rank's
+    /// stream stands once it is delivered.
+    pub next_position: u64,
     pub ids: Vec<u64>,
     pub labels: Vec<Option<i16>>,
     pub images: Vec<u8>,

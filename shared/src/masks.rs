@@ -83,11 +83,27 @@ pub struct BatchMasks {
     pub context: Vec<Vec<u32>>,
     /// `[image][target][k]`: each target block's patches, sorted.
     pub targets: Vec<Vec<Vec<u32>>>,
-    /// Images whose context could only meet `min_keep` by overlapping a target.
-    pub relaxed: usize,
+    /// Per image: whether its context could only meet `min_keep` by overlapping a target.
+    pub relaxed: Vec<bool>,
 }
 
 impl BatchMasks {
+    /// Images whose context could only meet `min_keep` by overlapping a target.
+    pub fn relaxed_count(&self) -> usize {
+        self.relaxed.iter().filter(|&&relaxed| relaxed).count()
+    }
+
+    /// The masks of images `rows` of the batch.
+    pub fn rows(self, rows: std::ops::Range<usize>) -> BatchMasks {
+        BatchMasks {
+            target_block: self.target_block,
+            context_block: self.context_block,
+            context: self.context[rows.clone()].to_vec(),
+            targets: self.targets[rows.clone()].to_vec(),
+            relaxed: self.relaxed[rows].to_vec(),
+        }
+    }
+
     /// Kept context patches, `[batch, context_len]` flattened row by row.
     pub fn context_flat(&self) -> Vec<u32> {
         self.context.iter().flatten().copied().collect()
@@ -200,12 +216,12 @@ impl MultiBlockMasks {
 
         let mut contexts = Vec::with_capacity(batch_size);
         let mut targets = Vec::with_capacity(batch_size);
-        let mut relaxed = 0;
+        let mut relaxed = Vec::with_capacity(batch_size);
         for offset in 0..batch_size {
             let position = first_position + offset as u64;
             let mut rng = KeyedRng::new(&[seed, epoch, position, POSITIONS]);
             let (context, image_targets, was_relaxed) = self.sample_image(&mut rng, target_block, context_block);
-            relaxed += usize::from(was_relaxed);
+            relaxed.push(was_relaxed);
             contexts.push(context);
             targets.push(image_targets);
         }
@@ -346,7 +362,7 @@ impl MaskSampler for RandomMasks {
             targets.push(vec![masked]);
         }
         let grid = BlockSize { height: self.grid_height, width: self.grid_width };
-        BatchMasks { target_block: grid, context_block: grid, context, targets, relaxed: 0 }
+        BatchMasks { target_block: grid, context_block: grid, context, targets, relaxed: vec![false; batch_size] }
     }
 }
 

@@ -153,7 +153,7 @@ impl Loader {
                 }
             }
             self.last_delivery = Some(now);
-            let next = LoaderPosition { epoch: batch.epoch, sample: batch.first_position + batch.len() as u64 };
+            let next = LoaderPosition { epoch: batch.epoch, sample: batch.next_position };
             self.position = self.plan.normalise(next);
         }
         received
@@ -215,12 +215,12 @@ impl WorkerContext {
         while let Ok(job) = jobs.recv_blocking() {
             let message = match job {
                 Job::End => Message::End,
-                Job::Failed(error) => Message::Batch(Err(error)),
+                Job::Failed(error) => Message::Batch(Box::new(Err(error))),
                 Job::Batch(job) => {
                     let (epoch, first_position) = (job.epoch, job.first_position);
                     let files = self.files_of(&job);
                     let built = catch_unwind(AssertUnwindSafe(|| self.build(&mut pipeline, job)));
-                    Message::Batch(built.unwrap_or_else(|payload| {
+                    Message::Batch(Box::new(built.unwrap_or_else(|payload| {
                         // The pipeline may be mid-write: start the next batch with a fresh one.
                         pipeline = ImagePipeline::new(self.config.image_size_px, self.config.channels);
                         Err(LoaderError::WorkerPanicked {
@@ -230,7 +230,7 @@ impl WorkerContext {
                             files,
                             message: panic_message(payload.as_ref()),
                         })
-                    }))
+                    })))
                 }
             };
             if results.send_blocking(message).is_err() {
@@ -248,16 +248,18 @@ impl WorkerContext {
 
     fn build(&self, pipeline: &mut ImagePipeline, job: BatchJob) -> Result<Batch> {
         let config = &self.config;
-        let count = job.images.len();
+        let rows = config.ranks.rows(job.images.len());
+        let count = rows.len();
         let image_len = pipeline.output_len();
         let mut images = vec![0u8; config.views * count * image_len];
         let outputs = images.chunks_exact_mut(image_len).enumerate();
         for (slot, out) in outputs {
             let (view, offset) = (slot / count, slot % count);
-            let image = &job.images[offset];
+            let row = rows.start + offset;
+            let image = &job.images[row];
             let (height, width) = (u32::from(image.height), u32::from(image.width));
             let crop = if config.settings.crop.enabled {
-                let position = job.first_position + offset as u64;
+                let position = job.first_position + row as u64;
                 // The first view keeps the key of a one-view stream: adding views changes none of its crops.
                 let mut rng = match view {
                     0 => KeyedRng::new(&[config.seed, job.epoch, position, CROP_STREAM]),
@@ -273,13 +275,16 @@ impl WorkerContext {
                 problem: format!("image id {}: {problem}", image.id),
             })?;
         }
-        let masks = self.masks.sample_batch(config.seed, job.epoch, job.first_position, count);
+        // Drawn for the whole global batch (contexts are cut to one length across it), then shared.
+        let masks = self.masks.sample_batch(config.seed, job.epoch, job.first_position, job.images.len());
+        let masks = masks.rows(rows.clone());
         self.built.fetch_add(1, Ordering::SeqCst);
         Ok(Batch {
             epoch: job.epoch,
-            first_position: job.first_position,
-            ids: job.images.iter().map(|image| image.id).collect(),
-            labels: job.images.iter().map(|image| image.label).collect(),
+            first_position: job.first_position + rows.start as u64,
+            next_position: job.first_position + job.images.len() as u64,
+            ids: job.images[rows.clone()].iter().map(|image| image.id).collect(),
+            labels: job.images[rows].iter().map(|image| image.label).collect(),
             images,
             views: config.views,
             channels: config.channels as usize,
@@ -298,7 +303,8 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 enum Message {
-    Batch(Result<Batch>),
+    // Boxed: a batch's header is large beside `End`, and only a pointer crosses the channel.
+    Batch(Box<Result<Batch>>),
     End,
 }
 
@@ -311,7 +317,7 @@ fn sequence(results: Vec<Receiver<Message>>, output: Sender<Result<Batch>>, shut
             let worker = turn % results.len();
             let received = results[worker].recv().await;
             let item = match received {
-                Ok(Message::Batch(item)) => item,
+                Ok(Message::Batch(item)) => *item,
                 Ok(Message::End) => break,
                 Err(_) if shutdown.is_triggered() => break,
                 Err(_) => {

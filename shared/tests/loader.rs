@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{SIDE, collect, config, pixel, shard_paths, small_masks, with_settings, write_dataset};
-use jepa_shared::{Batch, CropConfig, Loader, LoaderConfig, LoaderError, LoaderPosition};
+use jepa_shared::{Batch, CropConfig, Loader, LoaderConfig, LoaderError, LoaderPosition, RankSlice};
 use jepa_shared::{BatchMasks, EpochOrder, MaskConfig, MaskSampler, MultiBlockMasks};
 
 fn ids_by_epoch(batches: &[Batch], epoch: u64) -> Vec<u64> {
@@ -401,4 +401,110 @@ fn the_loader_reports_images_queue_depth_and_wait_through_metrics() {
     }
     assert!(matches!(value("loader_batches_queued"), Some(DebugValue::Gauge(depth)) if depth.0 <= 2.0));
     assert!(matches!(value("loader_images_per_second"), Some(DebugValue::Gauge(rate)) if rate.0 > 0.0));
+}
+
+/// One rank's stream of a run split over `world` ranks.
+fn rank_stream(dataset: &jepa_shared::Dataset, loader_config: &LoaderConfig, rank: usize, world: usize) -> Vec<Batch> {
+    let ranked = LoaderConfig { ranks: RankSlice { rank, world }, ..loader_config.clone() };
+    collect(dataset, &ranked, LoaderPosition::default())
+}
+
+#[test]
+fn rank_shares_are_disjoint_deterministic_and_together_the_single_process_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = write_dataset(dir.path(), 90, 3, 8, 2);
+    let loader_config = config(12, 2);
+    let whole = collect(&dataset, &loader_config, LoaderPosition::default());
+    for world in [2, 3, 4] {
+        let shares: Vec<Vec<Batch>> =
+            (0..world).map(|rank| rank_stream(&dataset, &loader_config, rank, world)).collect();
+        for (index, batch) in whole.iter().enumerate() {
+            let parts: Vec<&Batch> = shares.iter().map(|stream| &stream[index]).collect();
+            // Equal shares, in rank order, that tile the batch: the same ids, labels, pixels
+            // (crops keyed by the image's position) and masks (drawn for the whole batch).
+            assert!(parts.iter().all(|part| part.len() == batch.len() / world), "world {world}");
+            let ids: Vec<u64> = parts.iter().flat_map(|part| part.ids.clone()).collect();
+            assert_eq!(ids, batch.ids, "world {world}, batch {index}");
+            let unique: BTreeSet<u64> = ids.iter().copied().collect();
+            assert_eq!(unique.len(), ids.len(), "shares overlap");
+            let labels: Vec<Option<i16>> = parts.iter().flat_map(|part| part.labels.clone()).collect();
+            assert_eq!(labels, batch.labels);
+            let images: Vec<u8> = parts.iter().flat_map(|part| part.images.clone()).collect();
+            assert_eq!(images, batch.images);
+            let contexts: Vec<Vec<u32>> = parts.iter().flat_map(|part| part.masks.context.clone()).collect();
+            assert_eq!(contexts, batch.masks.context);
+            let targets: Vec<Vec<Vec<u32>>> = parts.iter().flat_map(|part| part.masks.targets.clone()).collect();
+            assert_eq!(targets, batch.masks.targets);
+            let relaxed: usize = parts.iter().map(|part| part.masks.relaxed_count()).sum();
+            assert_eq!(relaxed, batch.masks.relaxed_count());
+            for (rank, part) in parts.iter().enumerate() {
+                assert_eq!(part.first_position, batch.first_position + (rank * batch.len() / world) as u64);
+                assert_eq!(part.next_position, batch.next_position, "the stream's position stays global");
+            }
+        }
+        // The same share again: a function of (seed, epoch, position, rank, world).
+        assert_eq!(rank_stream(&dataset, &loader_config, 1, world), shares[1]);
+    }
+}
+
+#[test]
+fn a_stream_stopped_at_one_world_size_resumes_at_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = write_dataset(dir.path(), 90, 3, 8, 2);
+    let loader_config = config(12, 2);
+    let whole = collect(&dataset, &loader_config, LoaderPosition::default());
+    let share = |batch: &Batch, rank: usize, world: usize| {
+        let rows = RankSlice { rank, world }.rows(batch.len());
+        (batch.ids[rows.clone()].to_vec(), batch.masks.context[rows].to_vec())
+    };
+
+    // Two ranks stop after 3 batches; each says where the (global) stream stands.
+    let positions: Vec<LoaderPosition> = (0..2)
+        .map(|rank| {
+            let ranked = LoaderConfig { ranks: RankSlice { rank, world: 2 }, ..loader_config.clone() };
+            let mut loader = Loader::start(&dataset, &ranked, small_masks(), LoaderPosition::default()).unwrap();
+            for _ in 0..3 {
+                loader.next_blocking().unwrap().unwrap();
+            }
+            loader.position()
+        })
+        .collect();
+    assert_eq!(positions, [LoaderPosition { epoch: 0, sample: 36 }; 2]);
+    // One process continues from there: the rest of the single-process stream.
+    assert_eq!(collect(&dataset, &loader_config, positions[0]), whole[3..]);
+
+    // And back: one process stops after 4 batches, three ranks continue.
+    let mut loader = Loader::start(&dataset, &loader_config, small_masks(), LoaderPosition::default()).unwrap();
+    for _ in 0..4 {
+        loader.next_blocking().unwrap().unwrap();
+    }
+    let position = loader.position();
+    drop(loader);
+    for rank in 0..3 {
+        let ranked = LoaderConfig { ranks: RankSlice { rank, world: 3 }, ..loader_config.clone() };
+        let resumed = collect(&dataset, &ranked, position);
+        assert_eq!(resumed.len(), whole.len() - 4);
+        for (part, batch) in resumed.iter().zip(&whole[4..]) {
+            assert_eq!((part.ids.clone(), part.masks.context.clone()), share(batch, rank, 3));
+        }
+    }
+}
+
+#[test]
+fn a_global_batch_that_cannot_be_shared_equally_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = write_dataset(dir.path(), 30, 3, 8, 2);
+    let uneven = LoaderConfig { ranks: RankSlice { rank: 0, world: 4 }, ..config(6, 1) };
+    let Err(error) = Loader::start(&dataset, &uneven, small_masks(), LoaderPosition::default()) else {
+        panic!("a batch of 6 over 4 ranks started");
+    };
+    assert!(error.to_string().contains("`batch_size` is 6, not a multiple of the world size 4"), "{error}");
+    let short_last = LoaderConfig {
+        ranks: RankSlice { rank: 1, world: 2 },
+        ..with_settings(6, 1, |settings| settings.drop_last = false)
+    };
+    let Err(error) = Loader::start(&dataset, &short_last, small_masks(), LoaderPosition::default()) else {
+        panic!("drop_last = false over 2 ranks started");
+    };
+    assert!(error.to_string().contains("`drop_last` is false"), "{error}");
 }

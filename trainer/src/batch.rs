@@ -42,7 +42,7 @@ impl<B: Backend> DeviceBatch<B> {
             other_views: Vec::new(),
             context_idx: index(masks.context_flat()),
             target_idx: masks.targets_flat().into_iter().map(index).collect(),
-            relaxed_masks: masks.relaxed,
+            relaxed_masks: masks.relaxed_count(),
         }
     }
 }

@@ -157,7 +157,7 @@ mod tests {
             context_block: BlockSize { height: 2, width: 2 },
             context: vec![vec![0, 1, 4, 5]],
             targets: vec![vec![vec![10, 11]]],
-            relaxed: 0,
+            relaxed: vec![false],
         };
         let device = Default::default();
         let images = Tensor::from_data(TensorData::new(pixels.to_vec(), [1, 1, 16, 16]), &device);

@@ -155,7 +155,7 @@ impl Recipe {
     pub fn warnings(&self) -> Vec<String> {
         const DRAWN: usize = 256;
         let sampler = self.method_info().masks();
-        let relaxed = sampler.sample_batch(self.seed(), 0, 0, DRAWN).relaxed;
+        let relaxed = sampler.sample_batch(self.seed(), 0, 0, DRAWN).relaxed_count();
         if relaxed * 10 <= DRAWN {
             return Vec::new();
         }
