@@ -42,7 +42,7 @@ INTEROP_PYTHON = $(INTEROP_VENV)/bin/python
 # The kit that builds and runs the CUDA binary on a lent GPU machine (`make bench-gpu`).
 GPU_KIT ?= ../shared/gpu
 
-.PHONY: help setup build build-gpu reproduce-seed ingest ingest-fashion masks train train-demo probe probe-demo demo compare sweep test test-rust test-wgpu stl10-smoke test-faults test-python check-docs test-interop interop-venv check-gpu lint bench bench-ingest bench-loader bench-train bench-probe bench-gpu clean
+.PHONY: help setup build build-gpu reproduce-seed ingest ingest-fashion masks train train-demo probe probe-demo demo compare sweep test test-rust test-wgpu stl10-smoke test-faults test-distributed bench-distributed test-python check-docs test-interop interop-venv check-gpu lint bench bench-ingest bench-loader bench-train bench-probe bench-gpu clean
 
 help:
 	@echo "make setup           Debian's Fashion-MNIST package and a Python venv with polars + pyarrow"
@@ -63,6 +63,7 @@ help:
 	@echo "make check-docs      every fenced shell command in README.md and docs/ names a real target, subcommand and option"
 	@echo "make test-wgpu       training, checkpoints and probe features on wgpu against the CPU (lavapipe where no GPU)"
 	@echo "make test-faults     two writers, damaged checkpoints and other faults, through the real binaries"
+	@echo "make test-distributed  mpirun -n 2 train against one process: the same losses, parameters, teacher and moments"
 	@echo "make stl10-smoke     the seed's STL-10 path at full ViT-B/16 size on the CPU: download, ingest, 2 steps, every probe"
 	@echo "make test-interop    probe export loaded by timm and an official I-JEPA checkpoint imported, checked in PyTorch"
 	@echo "make lint            rustfmt and clippy"
@@ -70,12 +71,14 @@ help:
 	@echo "make bench-loader    prefetcher images/s (STL-10 and Fashion-MNIST recipes) against a plain copy"
 	@echo "make bench-train     the CPU training step and feature extraction beside PyTorch eager's, as a ratio"
 	@echo "make bench-probe     frozen-encoder feature extraction images/s by batch size and threads"
+	@echo "make bench-distributed  the demo step's images/s: one process, mpirun -n 1 and -n 2 on this machine's CPU"
 	@echo "make bench-gpu       build the CUDA binary for a GPU machine and say how to run it there"
-	@echo "make check-gpu       type-check the GPU build, CUDA and wgpu (no GPU needed)"
+	@echo "make check-gpu       type-check the GPU build, CUDA (with NCCL and MPI) and wgpu (no GPU needed)"
 
 setup:
 	$(SUDO) apt-get update -qq
 	$(SUDO) apt-get install -y -qq dataset-fashion-mnist mate-backgrounds fonts-dejavu-core python3-venv mesa-vulkan-drivers libvulkan1
+	$(SUDO) apt-get install -y -qq --no-install-recommends openmpi-bin libopenmpi-dev libclang-dev
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q polars pyarrow
 
@@ -253,11 +256,33 @@ test-interop: interop-venv
 # The GPU build must keep compiling even where no GPU is: both binaries in one resolution, so
 # their dependencies are checked once.
 check-gpu:
-	$(CARGO) check -p jepa-trainer -p jepa-probe --features $(GPU_FEATURES) --bins
+	$(CARGO) check -p jepa-trainer -p jepa-probe --features $(GPU_FEATURES),jepa-trainer/nccl,jepa-trainer/mpi --bins
+
+# Two MPI ranks against one process through the real binary; the loader's rank shares are
+# tested by `make test` (shared/tests/loader.rs).
+test-distributed:
+	$(CARGO) test --workspace $(TEST_FEATURES) --features jepa-trainer/mpi --test distributed
+
+# images/s of the demo's step: one process, then world size 1 and 2 under mpirun (each rank
+# on one core), on this machine's CPU.
+BENCH_DP_STEPS ?= 40
+BENCH_DP = --config configs/demo-fashion.toml --device cpu --quiet --set optim.max_steps=$(BENCH_DP_STEPS) --set checkpoint.every_steps=100000
+MPIRUN = OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe --bind-to none
+bench-distributed: ingest-fashion
+	$(CARGO) build --release --quiet -p jepa-trainer --bin train --features mpi
+	@set -e; out=$$(mktemp -d); rate() { sed -n 's/.*, \([0-9.]*\) images\/s.*/\1/p'; }; \
+	solo=$$($(TARGET_DIR)/release/train $(BENCH_DP) --runs $$out/solo | rate); \
+	one=$$($(MPIRUN) -n 1 $(TARGET_DIR)/release/train $(BENCH_DP) --runs $$out/one | rate); \
+	two=$$($(MPIRUN) -n 2 -x RAYON_NUM_THREADS=1 $(TARGET_DIR)/release/train $(BENCH_DP) --runs $$out/two | rate); \
+	rm -rf $$out; \
+	echo "demo I-JEPA step, $(BENCH_DP_STEPS) steps of 64 images, $$(nproc) cores:"; \
+	echo "  one process                       $$solo images/s"; \
+	echo "  mpirun -n 1                       $$one images/s"; \
+	echo "  mpirun -n 2 (one thread per rank) $$two images/s"
 
 lint:
 	$(CARGO) fmt --check
-	$(CARGO) clippy --workspace --all-targets $(TEST_FEATURES) --test wgpu --test stl10_smoke --test faults -- -D warnings
+	$(CARGO) clippy --workspace --all-targets $(TEST_FEATURES) --features jepa-trainer/mpi --test wgpu --test stl10_smoke --test faults --test distributed -- -D warnings
 
 bench: bench-ingest bench-loader bench-train bench-probe
 

@@ -26,7 +26,10 @@
 //! - [`ema`]: the teacher's moving average;
 //! - [`schedule`]: lr, weight decay and EMA momentum as functions of the optimizer step;
 //! - [`optim`]: AdamW with a scheduled decay, and global-norm gradient clipping;
-//! - [`step`]: one optimizer step of any method (accumulation, clipping, AdamW, EMA);
+//! - [`collective`]: the ranks of a data-parallel run (one process, MPI, NCCL) behind one seam;
+//! - [`data_parallel`]: gradients averaged over the ranks, and the check that they start alike;
+//! - [`step`]: one optimizer step of any method (accumulation, clipping, AdamW, EMA), on one
+//!   rank's share of the batch when there are several;
 //! - [`run_folder`]: the layout of `runs/<name>/`, every file name in one place;
 //! - [`checkpoint`]: atomic checkpoints with everything resume needs;
 //! - [`interop`]: encoders in and out in PyTorch's layouts (timm safetensors, I-JEPA `.pth.tar`);
@@ -38,7 +41,9 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod collective;
 pub mod config;
+pub mod data_parallel;
 pub mod device;
 pub mod ema;
 pub mod encoders;

@@ -15,6 +15,7 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use jepa_shared::metrics_table::StepRecorder;
 use jepa_trainer::Recipe;
+use jepa_trainer::collective::Ranks;
 use jepa_trainer::device::{DeviceError, DeviceRequest, OnDevice};
 use jepa_trainer::timing::duration;
 use jepa_trainer::training::{TrainError, TrainOptions, TrainReport, train};
@@ -74,6 +75,8 @@ impl OnDevice for TrainCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let ranks = ranks(&cli.device)?;
+    let leader = ranks.is_leader();
     let (config_path, runs_root) = match &cli.resume {
         Some(run) => {
             let parent = run.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(".".as_ref());
@@ -82,10 +85,10 @@ fn main() -> anyhow::Result<()> {
         None => (cli.config.clone().expect("clap requires --config without --resume"), cli.runs.clone()),
     };
     let recipe = Recipe::load(&config_path, &cli.overrides)?;
-    for note in recipe.notes() {
+    for note in recipe.notes().iter().filter(|_| leader) {
         eprintln!("note: {}: {note}", config_path.display());
     }
-    for warning in recipe.warnings() {
+    for warning in recipe.warnings().iter().filter(|_| leader) {
         eprintln!("warning: {}: {warning}", config_path.display());
     }
     if let Some(run) = &cli.resume
@@ -93,13 +96,22 @@ fn main() -> anyhow::Result<()> {
     {
         bail!("{}: the run folder is not named after its config's name `{}`", run.display(), recipe.name());
     }
-    let choice = match jepa_trainer::device::choose(cli.device, "train") {
+    let device = match cli.device {
+        // One GPU per rank: rank r of a node takes the r-th GPU from the one asked for.
+        DeviceRequest::Cuda(index) if ranks.world_size() > 1 => DeviceRequest::Cuda(index + local_rank()),
+        device => device,
+    };
+    let choice = match jepa_trainer::device::choose(device, "train") {
         Ok(choice) => choice,
         Err(error) => bail!(with_cpu_estimate(error, &recipe)),
     };
-    eprintln!("device: {choice}");
+    if ranks.world_size() > 1 {
+        eprintln!("rank {} of {}: device {choice}", ranks.rank(), ranks.world_size());
+    } else {
+        eprintln!("device: {choice}");
+    }
     let recorder = StepRecorder::default();
-    if let Some(address) = cli.prometheus {
+    if let Some(address) = cli.prometheus.filter(|_| leader) {
         let bound = jepa_trainer::prometheus::serve(address, recorder.clone())
             .with_context(|| format!("serving Prometheus metrics on {address}"))?;
         eprintln!("metrics: http://{bound}/metrics");
@@ -118,6 +130,7 @@ fn main() -> anyhow::Result<()> {
         progress: !cli.quiet,
         recorder: Some(recorder),
         stop: Some(stop),
+        ranks,
     };
     let report = match choice.run(TrainCommand { recipe, options }) {
         Ok(report) => report,
@@ -127,6 +140,9 @@ fn main() -> anyhow::Result<()> {
         }
         Err(error) => return Err(error.into()),
     };
+    if !leader {
+        return Ok(());
+    }
     let last_loss = report.last_loss.map_or("none".into(), |loss| format!("{loss:.4}"));
     match report.images_per_second {
         Some(rate) => println!(
@@ -170,4 +186,43 @@ fn with_cpu_estimate(error: DeviceError, recipe: &Recipe) -> String {
         estimate.steps,
         duration(estimate.run_seconds()),
     )
+}
+
+/// This rank's index among the ranks on its node, as the launcher tells it.
+fn local_rank() -> usize {
+    ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One process, unless this build has a collective engine and a launcher started several.
+#[cfg(not(feature = "mpi"))]
+fn ranks(_device: &DeviceRequest) -> anyhow::Result<Ranks> {
+    #[cfg(feature = "nccl")]
+    if std::env::var_os("WORLD_SIZE").is_some_and(|world| world != "1") {
+        return Ok(Ranks::new(jepa_trainer::collective::Nccl::from_env()?));
+    }
+    Ok(Ranks::default())
+}
+
+/// The ranks `mpirun` or `srun` started (one process when started alone): over MPI on the
+/// CPU, and over NCCL (met through MPI) when they train on CUDA GPUs in a build with it.
+#[cfg(feature = "mpi")]
+fn ranks(device: &DeviceRequest) -> anyhow::Result<Ranks> {
+    use jepa_trainer::collective::{Collective, Mpi};
+    let mpi = Mpi::init()?;
+    if mpi.world_size() == 1 {
+        return Ok(Ranks::default());
+    }
+    #[cfg(feature = "nccl")]
+    if let DeviceRequest::Cuda(index) = device {
+        let mut mpi = mpi;
+        let nccl = jepa_trainer::collective::Nccl::over_mpi(&mut mpi, index + local_rank())?;
+        // MPI stays initialised for the life of the process: NCCL met through it.
+        std::mem::forget(mpi);
+        return Ok(Ranks::new(nccl));
+    }
+    let _ = device;
+    Ok(Ranks::new(mpi))
 }

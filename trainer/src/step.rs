@@ -1,7 +1,9 @@
 //! One optimizer step of any method, shared by the training loop and the benchmark: the
 //! method's loss and gradients, summed over micro-batches → optional global-norm clipping →
 //! AdamW at the step's lr and weight decay → EMA of the target encoder at the step's
-//! momentum, for a method that keeps a teacher.
+//! momentum, for a method that keeps a teacher. Under data parallelism the losses and
+//! statistics are combined over the ranks before the non-finite check (so every rank stops
+//! together) and the gradients averaged after accumulation, before clipping.
 
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -10,6 +12,8 @@ use burn::tensor::backend::AutodiffBackend;
 
 use crate::batch::DeviceBatch;
 use crate::checkpoint::Trainable;
+use crate::collective::{Collective, CollectiveError, Solo};
+use crate::data_parallel::average_gradients;
 use crate::ema::ema_update;
 use crate::method::{Method, Reduce};
 use crate::optim::clip_grad_norm;
@@ -55,10 +59,22 @@ pub fn optimizer_step<B: AutodiffBackend, M: Method<B>>(
     micro_batches: &[DeviceBatch<B>],
     settings: &StepSettings,
 ) -> StepOutcome<B, M::Model> {
+    optimizer_step_across(method, parts, micro_batches, settings, &mut Solo).expect("one process exchanges nothing")
+}
+
+/// [`optimizer_step`] on this rank's share of each micro-batch, with the ranks of
+/// `collective` (with [`Solo`], exactly [`optimizer_step`]).
+pub fn optimizer_step_across<B: AutodiffBackend, M: Method<B>>(
+    method: &M,
+    parts: Trainable<B, M::Model>,
+    micro_batches: &[DeviceBatch<B>],
+    settings: &StepSettings,
+    collective: &mut dyn Collective,
+) -> Result<StepOutcome<B, M::Model>, CollectiveError> {
     let count = micro_batches.len().max(1) as f64;
     let mut accumulator = GradientsAccumulator::<M::Model>::new();
     let mut loss_sum = 0.0;
-    let mut method_stats: Vec<(&'static str, f64)> = Vec::new();
+    let mut method_stats: Vec<(&'static str, f64, Reduce)> = Vec::new();
     for batch in micro_batches {
         let batch_loss = method.loss(&parts.model, parts.target_encoder.as_ref(), batch);
         for stat in batch_loss.stats {
@@ -66,9 +82,9 @@ pub fn optimizer_step<B: AutodiffBackend, M: Method<B>>(
                 Reduce::Mean => stat.value / count,
                 Reduce::Sum => stat.value,
             };
-            match method_stats.iter_mut().find(|(known, _)| *known == stat.name) {
-                Some((_, total)) => *total += share,
-                None => method_stats.push((stat.name, share)),
+            match method_stats.iter_mut().find(|(known, _, _)| *known == stat.name) {
+                Some((_, total, _)) => *total += share,
+                None => method_stats.push((stat.name, share, stat.reduce)),
             }
         }
         // Each micro-batch's mean loss weighs 1/count: the sum is the mean over the step.
@@ -76,10 +92,27 @@ pub fn optimizer_step<B: AutodiffBackend, M: Method<B>>(
         loss_sum += loss.clone().into_scalar().elem::<f64>();
         accumulator.accumulate(&parts.model, GradientsParams::from_grads(loss.backward(), &parts.model));
     }
+    let world = collective.world_size();
+    if world > 1 {
+        // Every rank's share is the same size: the mean of the ranks' losses is the loss of
+        // the global batch. Every rank sees the same values, so all stop together below.
+        let mut scalars: Vec<f64> = std::iter::once(loss_sum).chain(method_stats.iter().map(|stat| stat.1)).collect();
+        collective.all_reduce_sum(&mut scalars)?;
+        loss_sum = scalars[0] / world as f64;
+        for ((_, value, reduce), total) in method_stats.iter_mut().zip(&scalars[1..]) {
+            *value = match reduce {
+                Reduce::Mean => total / world as f64,
+                Reduce::Sum => *total,
+            };
+        }
+    }
     if !loss_sum.is_finite() {
-        return StepOutcome::NonFinite(loss_sum);
+        return Ok(StepOutcome::NonFinite(loss_sum));
     }
     let mut grads = accumulator.grads();
+    if world > 1 {
+        average_gradients(&parts.model, &mut grads, collective)?;
+    }
     let grad_norm = clip_grad_norm(&parts.model, &mut grads, settings.grad_clip);
     let Trainable { model, target_encoder, mut optimizer } = parts;
     let model = optimizer.step(model, grads, settings.lr, settings.weight_decay);
@@ -87,6 +120,7 @@ pub fn optimizer_step<B: AutodiffBackend, M: Method<B>>(
         let momentum = settings.ema_momentum.expect("a method with a teacher has a momentum schedule");
         ema_update(target, &M::encoder(&model).valid(), momentum)
     });
-    let stats = StepStats { loss: loss_sum, grad_norm, method: method_stats };
-    StepOutcome::Applied(Box::new(Trainable { model, target_encoder, optimizer }), stats)
+    let method = method_stats.into_iter().map(|(name, value, _)| (name, value)).collect();
+    let stats = StepStats { loss: loss_sum, grad_norm, method };
+    Ok(StepOutcome::Applied(Box::new(Trainable { model, target_encoder, optimizer }), stats))
 }

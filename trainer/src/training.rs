@@ -21,15 +21,17 @@ use std::time::Instant;
 use burn::tensor::backend::AutodiffBackend;
 use jepa_shared::metrics_table::{MetricsTable, StepRecorder};
 use jepa_shared::pixel_stats::pixel_stats;
-use jepa_shared::{Dataset, FileError, Loader, LoaderError, LoaderPosition, Progress};
+use jepa_shared::{Dataset, FileError, Loader, LoaderConfig, LoaderError, LoaderPosition, Progress};
 
 use crate::batch::DeviceBatch;
 use crate::checkpoint::{self, CheckpointError, TrainState};
+use crate::collective::{CollectiveError, Ranks};
 use crate::config::ConfigError;
+use crate::data_parallel::{parameters_digest, ranks_differing_from_rank_0};
 use crate::method::{Method, MethodInfo, MethodVisitor};
 use crate::recipe::Recipe;
 use crate::run_folder::{CheckpointFolder, RunFolder};
-use crate::step::{StepOutcome, StepSettings, fresh, optimizer_step};
+use crate::step::{StepOutcome, StepSettings, fresh, optimizer_step_across};
 
 /// The columns of `metrics.parquet` every method writes, besides `step`.
 pub const METRIC_COLUMNS: [&str; 7] =
@@ -90,6 +92,14 @@ pub enum TrainError {
         found.values, found.first, last_checkpoint.as_ref().map_or("(none)".into(), |path| path.display().to_string())
     )]
     NonFiniteParameters { step: u64, found: crate::finite::NonFinite, last_checkpoint: Option<PathBuf> },
+    #[error(transparent)]
+    Collective(#[from] CollectiveError),
+    #[error(
+        "rank(s) {} start from other parameters than rank 0: every rank must start from the same \
+         seed, or resume from the same checkpoint (a run folder every rank reads)",
+        ranks.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    RanksDiffer { ranks: Vec<usize> },
 }
 
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;
@@ -108,6 +118,9 @@ pub struct TrainOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Shared with a Prometheus endpoint when one is served.
     pub recorder: Option<StepRecorder>,
+    /// The ranks of a data-parallel run (one process by default). Each trains on its share
+    /// of every global batch; rank 0 alone writes the run folder.
+    pub ranks: Ranks,
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +164,10 @@ fn run<B: AutodiffBackend, M: Method<B>>(
     device: &B::Device,
 ) -> Result<TrainReport> {
     let folder = RunFolder::new(options.runs_root.join(recipe.name()));
+    if !options.ranks.is_leader() {
+        // The other ranks of a data-parallel run read the folder and write nothing.
+        return run_locked(method, recipe, options, device, &folder);
+    }
     // One writer per run, for the whole of this call: taken before anything is read, so a
     // second `train` of the same run is refused before it can touch a file.
     let (new_folder, new_root) = (!folder.root().exists(), !options.runs_root.exists());
@@ -225,6 +242,8 @@ fn run_locked<B: AutodiffBackend, M: Method<B>>(
         }
     };
     let (mean, std) = recipe.pixel_stats().expect("measured above");
+    let leader = options.ranks.is_leader();
+    let world = options.ranks.world_size();
     let start = fresh::<B, M>(method, method.init(recipe.seed(), device));
     let columns = metric_columns(method);
     let (mut parts, state, mut table) = match &resume_from {
@@ -236,7 +255,18 @@ fn run_locked<B: AutodiffBackend, M: Method<B>>(
         }
         None => (start, TrainState { step: 0, loader: LoaderPosition::default() }, MetricsTable::new(&columns)),
     };
-    let mut loader = Loader::start(&dataset, &recipe.loader_config(), method.masks(), state.loader)?;
+    if world > 1 {
+        let mut digest = parameters_digest(&parts.model);
+        if let Some(teacher) = &parts.target_encoder {
+            digest.push_str(&parameters_digest(teacher));
+        }
+        let differing = ranks_differing_from_rank_0(&digest, &mut *options.ranks.lock())?;
+        if !differing.is_empty() {
+            return Err(TrainError::RanksDiffer { ranks: differing });
+        }
+    }
+    let loader_config = LoaderConfig { ranks: options.ranks.lock().ranks(), ..recipe.loader_config() };
+    let mut loader = Loader::start(&dataset, &loader_config, method.masks(), state.loader)?;
     let schedule = recipe.schedule(loader.batches_per_epoch());
     let last_step = recipe.last_step(&schedule);
     if let Some(checkpoint) = &resume_from
@@ -245,14 +275,22 @@ fn run_locked<B: AutodiffBackend, M: Method<B>>(
         return Ok(finished(folder, checkpoint, &table, state.step));
     }
 
-    std::fs::create_dir_all(folder.root()).map_err(|source| FileError::Io { path: folder.root().into(), source })?;
-    jepa_shared::atomic::write_bytes(&folder.config(), recipe.to_toml().as_bytes())?;
-    let log_path = folder.log();
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|source| FileError::Io { path: log_path.clone(), source })?;
+    // Rank 0 writes the run folder; the other ranks' log goes nowhere.
+    let mut log: Box<dyn Write> = if leader {
+        std::fs::create_dir_all(folder.root())
+            .map_err(|source| FileError::Io { path: folder.root().into(), source })?;
+        jepa_shared::atomic::write_bytes(&folder.config(), recipe.to_toml().as_bytes())?;
+        let log_path = folder.log();
+        Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .map_err(|source| FileError::Io { path: log_path.clone(), source })?,
+        )
+    } else {
+        Box::new(std::io::sink())
+    };
     let accumulation = recipe.config().optim.accumulation;
     let _ = writeln!(
         log,
@@ -265,7 +303,7 @@ fn run_locked<B: AutodiffBackend, M: Method<B>>(
     );
 
     let recorder = options.recorder.clone().unwrap_or_default();
-    let progress = Progress::new(options.progress).bar(last_step, method.name(), "steps");
+    let progress = Progress::new(options.progress && leader).bar(last_step, method.name(), "steps");
     progress.set_position(state.step);
     let mut step = state.step;
     let mut losses = Vec::new();
@@ -291,7 +329,8 @@ fn run_locked<B: AutodiffBackend, M: Method<B>>(
                 ema_momentum: schedule.ema_momentum_at(step),
                 grad_clip: recipe.config().optim.grad_clip,
             };
-            let stats = match optimizer_step(method, parts, &micro_batches, &settings) {
+            let outcome = optimizer_step_across(method, parts, &micro_batches, &settings, &mut *options.ranks.lock())?;
+            let stats = match outcome {
                 StepOutcome::Applied(updated, stats) => {
                     parts = *updated;
                     stats
@@ -302,6 +341,8 @@ fn run_locked<B: AutodiffBackend, M: Method<B>>(
             };
 
             let seconds = step_started.elapsed().as_secs_f64();
+            // Every rank trained on its share: the step moved the whole global batch.
+            let images = images * world;
             let waited_now = loader.stats().waited;
             let row = [
                 ("epoch", epoch as f64),
@@ -327,8 +368,14 @@ fn run_locked<B: AutodiffBackend, M: Method<B>>(
             progress.set_position(step);
             progress.set_message(format!("loss {:.4}  {:.1} img/s", stats.loss, images as f64 / seconds));
 
-            // Asked to stop (SIGINT, SIGTERM): at this step boundary, with a checkpoint.
-            let interrupted = options.stop.as_ref().is_some_and(|stop| stop.load(Ordering::SeqCst));
+            // Asked to stop (SIGINT, SIGTERM): at this step boundary, with a checkpoint; every
+            // rank stops when any was asked.
+            let mut interrupted = options.stop.as_ref().is_some_and(|stop| stop.load(Ordering::SeqCst));
+            if world > 1 {
+                let mut asked = [f64::from(u8::from(interrupted))];
+                options.ranks.lock().all_reduce_sum(&mut asked).map_err(TrainError::from)?;
+                interrupted = asked[0] > 0.0;
+            }
             if step.is_multiple_of(recipe.config().checkpoint.every_steps) || step == last_step || interrupted {
                 // A finite loss can still leave overflowed weights behind: never save them.
                 let found = crate::finite::non_finite(&parts.model)
@@ -341,8 +388,12 @@ fn run_locked<B: AutodiffBackend, M: Method<B>>(
                     });
                 }
                 let state = TrainState { step, loader: loader.position() };
-                table.write_atomically(&folder.metrics())?;
-                let checkpoint = checkpoint::save(folder, &parts, &state, recipe.config().checkpoint.keep)?;
+                let checkpoint = if leader {
+                    table.write_atomically(&folder.metrics())?;
+                    checkpoint::save(folder, &parts, &state, recipe.config().checkpoint.keep)?
+                } else {
+                    folder.checkpoint_at(step)
+                };
                 let _ = writeln!(log, "step {step}: loss {:.6}, checkpoint {checkpoint}", stats.loss);
                 last_checkpoint = Some(checkpoint.path().to_path_buf());
             }
