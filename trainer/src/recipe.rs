@@ -39,7 +39,8 @@ impl Recipe {
             return invalid("name", format!("is `{}`, expected a folder name", config.name));
         }
         let encoder = config.vit()?;
-        let method = AnyMethod::from_config(&config.method, &config.methods, &encoder)?;
+        let method = AnyMethod::from_config(&config.method, &config.methods, &encoder)
+            .map_err(|error| ConfigError::Invalid { field: error.field, problem: error.problem })?;
         // The resolved config keeps the run's own method section, defaults filled in.
         config.methods = [(config.method.clone(), method.info().section())].into();
 

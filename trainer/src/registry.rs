@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::config::ConfigError;
 use crate::method::{MethodInfo, MethodSection, MethodVisitor, SectionError};
 use crate::vit::VitConfig;
 
@@ -23,7 +22,7 @@ macro_rules! methods {
 
         impl AnyMethod {
             /// Builds the method `name` from its section; `None` when no method has that name.
-            fn build(name: &str, section: Option<&toml::Value>, encoder: &VitConfig) -> Option<Result<Self, ConfigError>> {
+            fn build(name: &str, section: Option<&toml::Value>, encoder: &VitConfig) -> Option<Result<Self, SectionError>> {
                 $(
                     if name == <$method as MethodSection>::NAME {
                         let built = <$method as MethodSection>::from_section(section, encoder);
@@ -53,40 +52,38 @@ macro_rules! methods {
 impl AnyMethod {
     /// The method `name` of a run config, built from its section of `sections` and checked
     /// against `encoder`; every other method's section present is checked too, so a typo in
-    /// a section the run does not use is still caught.
+    /// a section the run does not use is still caught. An error names its field from the
+    /// top of the run config (`ijepa.masks.num_targets`).
     pub fn from_config(
         name: &str,
         sections: &BTreeMap<String, toml::Value>,
         encoder: &VitConfig,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, SectionError> {
         for (other, section) in sections.iter().filter(|(other, _)| *other != name) {
             match Self::build(other, Some(section), encoder) {
                 Some(Err(error)) => return Err(error),
                 Some(Ok(_)) => {}
                 None => {
-                    return Err(ConfigError::Invalid {
-                        field: other.clone(),
-                        problem: format!(
+                    return Err(SectionError::new(
+                        other.clone(),
+                        format!(
                             "is neither a run config section nor a method's; the methods are {}",
                             METHOD_NAMES.join(", ")
                         ),
-                    });
+                    ));
                 }
             }
         }
         Self::build(name, sections.get(name), encoder).unwrap_or_else(|| {
-            Err(ConfigError::Invalid {
-                field: "method".into(),
-                problem: format!("is `{name}`, expected one of {}", METHOD_NAMES.join(", ")),
-            })
+            Err(SectionError::new("method", format!("is `{name}`, expected one of {}", METHOD_NAMES.join(", "))))
         })
     }
 }
 
-/// A section's error as the run config reports it, under the section's name.
-fn in_section(error: SectionError, section: &str) -> ConfigError {
+/// A section's error under the section's name.
+fn in_section(error: SectionError, section: &str) -> SectionError {
     let field = if error.field.is_empty() { section.to_string() } else { format!("{section}.{}", error.field) };
-    ConfigError::Invalid { field, problem: error.problem }
+    SectionError { field, problem: error.problem }
 }
 
 methods! {
