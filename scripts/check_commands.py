@@ -2,10 +2,11 @@
 
 In each fenced block tagged sh, bash, shell or console, every command is checked:
 - `make A B`: each of A, B is a target of the Makefile (`VAR=value` arguments are settings);
-- `ingest`, `train`, `probe` (bare or as target/<profile>/<name>): the subcommand is one the
-  binary lists in its --help, and every --option is one that subcommand's --help lists;
+- `ingest`, `train`, `probe` (bare or as target/<profile>/<name>, also as what `mpirun`,
+  `mpiexec` or `srun` starts): the subcommand is one the binary lists in its --help, and
+  every --option is one that subcommand's --help lists;
 - a path under configs/ or scripts/ exists.
-Other commands (cargo, python, mpirun, …) pass as they are.
+Other commands (cargo, python, …) pass as they are.
 
 Usage: python scripts/check_commands.py TARGET_DIR [FILE.md …]   (binaries from TARGET_DIR/debug)
        python scripts/check_commands.py TARGET_DIR --self-test
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BINARIES = ("ingest", "train", "probe")
 SHELL_TAGS = {"sh", "bash", "shell", "console"}
 SEPARATORS = {"&&", "||", ";", "|", "&", "(", ")"}
+LAUNCHERS = {"mpirun", "mpiexec", "srun"}
 
 
 def make_targets(makefile: Path) -> set[str]:
@@ -103,6 +105,11 @@ def commands(line: str):
 
 def check_command(words: list[str], targets: set[str], bin_dir: Path) -> list[str]:
     problems = []
+    if words[0] in LAUNCHERS:
+        # `mpirun -n 2 target/release/train …`: check the command the launcher starts.
+        start = next((i for i, word in enumerate(words) if re.search(r"target/(debug|release)/", word)), None)
+        if start is not None:
+            words = words[start:]
     name = Path(words[0]).name if "/" in words[0] else words[0]
     if words[0] == "make":
         for word in words[1:]:
@@ -147,6 +154,7 @@ def self_test(targets: set[str], bin_dir: Path) -> None:
         ("```bash\ncd x && target/debug/probe no-such-command --run r\n```\n", "not a subcommand"),
         ("```sh\nprobe all --run r --no-such-option\n```\n", "no option --no-such-option"),
         ("```sh\ntrain --config configs/no-such.toml\n```\n", "no such file"),
+        ("```sh\nmpirun -n 2 target/release/train --no-such-option\n```\n", "no option --no-such-option"),
     ]:
         found = check(bad, targets, bin_dir)
         assert len(found) == 1 and said in found[0][1], (bad, found)
