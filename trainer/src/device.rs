@@ -121,8 +121,10 @@ pub trait OnDevice {
 impl Choice {
     /// The CPU, for `reason`.
     pub fn cpu(reason: impl Into<String>) -> Self {
-        let threads = std::thread::available_parallelism().map_or(1, |threads| threads.get());
-        Self { backend: Backend::Cpu, description: format!("cpu: {threads} threads"), reason: reason.into() }
+        // The pool the CPU backend and our kernels run on (`RAYON_NUM_THREADS` sets it).
+        let threads = rayon::current_num_threads();
+        let plural = if threads == 1 { "" } else { "s" };
+        Self { backend: Backend::Cpu, description: format!("cpu: {threads} thread{plural}"), reason: reason.into() }
     }
 
     /// Whether this is the CPU backend.
