@@ -16,51 +16,25 @@ use jepa_trainer::optim::AdamWRecord;
 use jepa_trainer::step::fresh;
 use jepa_trainer::{Recipe, RunFolder};
 
+mod common;
+
 type B = Autodiff<NdArray<f32>>;
 
 const TRAIN: &str = env!("CARGO_BIN_EXE_train");
 
-/// A micro ViT I-JEPA run on a fixture dataset: 64 images, global batches of 16 taken as two
-/// accumulated micro-batches of 8, gradient clipping on.
-const RUN: &str = r#"
-name = "dp"
-seed = 11
-
-[loader]
-batch_size = 8
-workers = 1
-prefetch_batches = 2
-shuffle_buffer = 32
-
-[encoder]
-preset = "micro"
-image_size_px = 16
-patch_size_px = 4
-channels = 3
-
-[ijepa.masks]
-num_targets = 2
-min_keep = 2
-
-[ijepa.predictor]
-dim = 48
-depth = 1
-heads = 2
-
-[optim]
-epochs = 2
-warmup_epochs = 1
-lr_start = 1e-4
-lr_peak = 1e-3
-lr_final = 1e-5
-accumulation = 2
-grad_clip = 1.0
-max_steps = 5
-
-[checkpoint]
-every_steps = 1
-keep = 10
-"#;
+/// The tests' small run with a micro ViT: 64 images, global batches of 16 taken as two
+/// accumulated micro-batches of 8, gradient clipping on, a checkpoint after every step.
+const CHANGES: [&str; 9] = [
+    "name=\"dp\"",
+    "seed=11",
+    "encoder.preset=\"micro\"",
+    "ijepa.predictor.dim=48",
+    "optim.accumulation=2",
+    "optim.grad_clip=1.0",
+    "optim.max_steps=5",
+    "checkpoint.every_steps=1",
+    "checkpoint.keep=10",
+];
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -73,7 +47,7 @@ fn setup() -> Setup {
     let root = dir.path().to_path_buf();
     jepa_shared::fixture::write_dataset(&root.join("data"), 64, 3, 16, 2).unwrap();
     let config = root.join("dp.toml");
-    std::fs::write(&config, format!("dataset = {:?}\n{RUN}", root.join("data").display().to_string())).unwrap();
+    std::fs::write(&config, common::run_config(&root.join("data"), &CHANGES)).unwrap();
     Setup { _dir: dir, root, config }
 }
 

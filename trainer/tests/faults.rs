@@ -5,43 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const RUN: &str = r#"
-name = "shared"
-seed = 3
-dataset = "unset"
-
-[loader]
-batch_size = 8
-workers = 1
-prefetch_batches = 2
-shuffle_buffer = 32
-
-[encoder]
-preset = "nano"
-image_size_px = 16
-patch_size_px = 4
-channels = 3
-
-[ijepa.masks]
-num_targets = 2
-min_keep = 2
-
-[ijepa.predictor]
-dim = 16
-depth = 1
-heads = 2
-
-[optim]
-epochs = 400
-warmup_epochs = 1
-lr_start = 1e-4
-lr_peak = 1e-3
-lr_final = 1e-5
-
-[checkpoint]
-every_steps = 2
-keep = 2
-"#;
+mod common;
 
 /// A scratch folder with a fixture dataset and the run config above pointing at it.
 struct Scratch {
@@ -52,7 +16,9 @@ impl Scratch {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         jepa_shared::fixture::write_dataset(&dir.path().join("data"), 32, 3, 8, 2).unwrap();
-        let config = RUN.replace("dataset = \"unset\"", &format!("dataset = {:?}", dir.path().join("data")));
+        // Checkpoints every 2 steps, 2 kept, of a run long enough to interrupt.
+        let changes = ["name=\"shared\"", "optim.epochs=400", "checkpoint.every_steps=2", "checkpoint.keep=2"];
+        let config = common::run_config(&dir.path().join("data"), &changes);
         std::fs::write(dir.path().join("run.toml"), config).unwrap();
         Self { dir }
     }

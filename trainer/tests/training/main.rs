@@ -3,6 +3,8 @@
 //! I-JEPA objective on fixed tensors (`objective`). One test binary, so Burn's generic code
 //! is compiled once for both.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod objective;
 mod seed;
 
@@ -14,45 +16,9 @@ use jepa_trainer::registry::{AnyMethod, METHOD_NAMES};
 use jepa_trainer::training::{METRIC_COLUMNS, TrainError, TrainOptions, train};
 use jepa_trainer::{Recipe, RunFolder};
 
+use common::RUN;
+
 type B = Autodiff<NdArray<f32>>;
-
-const RUN: &str = r#"
-name = "tiny"
-seed = 3
-dataset = "unset"
-
-[loader]
-batch_size = 8
-workers = 1
-prefetch_batches = 2
-shuffle_buffer = 32
-
-[encoder]
-preset = "nano"
-image_size_px = 16
-patch_size_px = 4
-channels = 3
-
-[ijepa.masks]
-num_targets = 2
-min_keep = 2
-
-[ijepa.predictor]
-dim = 16
-depth = 1
-heads = 2
-
-[optim]
-epochs = 2
-warmup_epochs = 1
-lr_start = 1e-4
-lr_peak = 1e-3
-lr_final = 1e-5
-
-[checkpoint]
-every_steps = 3
-keep = 5
-"#;
 
 fn config(dir: &Path, overrides: &[&str]) -> Recipe {
     let path = dir.join("run.toml");
