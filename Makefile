@@ -29,8 +29,9 @@ PROBE_GPU = $(BUILD_GPU) && $(TARGET_DIR)/release/probe
 DEVICE ?= cuda
 SET ?=
 SETS = $(foreach field,$(SET),--set $(field))
-# The tests build Burn with the wgpu backend in, so `make test-wgpu` reuses `make test`'s build.
-TEST_FEATURES = --features jepa-probe/wgpu
+# The tests build Burn with the wgpu backend in, so `make test-wgpu` reuses `make test`'s build,
+# and the trainer with MPI, so `make test-distributed` does.
+TEST_FEATURES = --features jepa-probe/wgpu,jepa-trainer/mpi
 RUNS ?= runs
 # `make bench-train`'s PyTorch side: the eager reference, in a venv of its own (torch is large).
 TORCH_REFERENCE ?= ../shared/bench/ref_ijepa_torch.py
@@ -45,7 +46,7 @@ GPU_KIT ?= ../shared/gpu
 .PHONY: help setup build build-gpu reproduce-seed ingest ingest-fashion masks train train-demo probe probe-demo demo compare sweep test test-rust test-wgpu stl10-smoke test-faults test-distributed bench-distributed test-python check-docs test-interop interop-venv check-gpu lint bench bench-ingest bench-loader bench-train bench-probe bench-gpu clean
 
 help:
-	@echo "make setup           Debian's Fashion-MNIST package and a Python venv with polars + pyarrow"
+	@echo "make setup           Debian's Fashion-MNIST package, OpenMPI, and a Python venv with polars + pyarrow"
 	@echo "make build           the ingest, train and probe release binaries (CPU), in one cargo build"
 	@echo "make build-gpu       the same with the CUDA and wgpu backends in (choose with --device)"
 	@echo "make ingest-fashion  Fashion-MNIST IDX -> $(DATASETS)/fashion-mnist (Parquet shards + manifest)"
@@ -261,7 +262,7 @@ check-gpu:
 # Two MPI ranks against one process through the real binary; the loader's rank shares are
 # tested by `make test` (shared/tests/loader.rs).
 test-distributed:
-	$(CARGO) test --workspace $(TEST_FEATURES) --features jepa-trainer/mpi --test distributed
+	$(CARGO) test --workspace $(TEST_FEATURES) --test distributed
 
 # images/s of the demo's step: one process, then world size 1 and 2 under mpirun (each rank
 # on one core), on this machine's CPU.
@@ -282,7 +283,7 @@ bench-distributed: ingest-fashion
 
 lint:
 	$(CARGO) fmt --check
-	$(CARGO) clippy --workspace --all-targets $(TEST_FEATURES) --features jepa-trainer/mpi --test wgpu --test stl10_smoke --test faults --test distributed -- -D warnings
+	$(CARGO) clippy --workspace --all-targets $(TEST_FEATURES) --test wgpu --test stl10_smoke --test faults --test distributed -- -D warnings
 
 bench: bench-ingest bench-loader bench-train bench-probe
 

@@ -217,11 +217,7 @@ fn ranks(device: &DeviceRequest) -> anyhow::Result<Ranks> {
     }
     #[cfg(feature = "nccl")]
     if let DeviceRequest::Cuda(index) = device {
-        let mut mpi = mpi;
-        let nccl = jepa_trainer::collective::Nccl::over_mpi(&mut mpi, index + local_rank())?;
-        // MPI stays initialised for the life of the process: NCCL met through it.
-        std::mem::forget(mpi);
-        return Ok(Ranks::new(nccl));
+        return Ok(Ranks::new(jepa_trainer::collective::Nccl::over_mpi(mpi, index + local_rank())?));
     }
     let _ = device;
     Ok(Ranks::new(mpi))

@@ -20,6 +20,9 @@ const ID_BYTES: usize = 128;
 pub struct Nccl {
     comm: Comm,
     stream: Arc<CudaStream>,
+    /// MPI, when the ranks met through it: finalised after NCCL, once training is done.
+    #[cfg(feature = "mpi")]
+    _mpi: Option<super::Mpi>,
 }
 
 // SAFETY: an NCCL communicator may be used from any thread, one call at a time; `Ranks`
@@ -45,7 +48,12 @@ impl Nccl {
         let context = CudaContext::new(ordinal).map_err(failed)?;
         let stream = context.default_stream();
         let comm = Comm::from_rank(stream.clone(), rank, world, id).map_err(failed)?;
-        Ok(Nccl { comm, stream })
+        Ok(Nccl {
+            comm,
+            stream,
+            #[cfg(feature = "mpi")]
+            _mpi: None,
+        })
     }
 
     /// Ranks started as torchrun starts them: `RANK` of `WORLD_SIZE`, GPU `LOCAL_RANK`
@@ -81,7 +89,7 @@ impl Nccl {
 
     /// Ranks started by `mpirun`/`srun`: rank 0 creates the id and MPI carries it to the others.
     #[cfg(feature = "mpi")]
-    pub fn over_mpi(mpi: &mut super::Mpi, ordinal: usize) -> Result<Self> {
+    pub fn over_mpi(mut mpi: super::Mpi, ordinal: usize) -> Result<Self> {
         let mut bytes = if mpi.rank() == 0 {
             Id::new().map_err(failed)?.internal().iter().map(|&byte| byte as u8).collect()
         } else {
@@ -90,7 +98,9 @@ impl Nccl {
         mpi.broadcast(&mut bytes)?;
         let bytes: [u8; ID_BYTES] =
             bytes.try_into().map_err(|_| CollectiveError::engine("NCCL", "the id from rank 0 has the wrong length"))?;
-        Self::join(ordinal, mpi.rank(), mpi.world_size(), Id::uninit(bytes.map(|byte| byte as std::ffi::c_char)))
+        let id = Id::uninit(bytes.map(|byte| byte as std::ffi::c_char));
+        let nccl = Self::join(ordinal, mpi.rank(), mpi.world_size(), id)?;
+        Ok(Nccl { _mpi: Some(mpi), ..nccl })
     }
 
     fn reduce<T: cudarc::nccl::safe::NcclType + cudarc::driver::DeviceRepr>(
